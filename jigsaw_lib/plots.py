@@ -1,0 +1,93 @@
+"""One plotting style for every figure of the kit, and one way to save them.
+
+Every notebook calls :func:`use_style` once and :func:`save_figure` for each figure, so figures
+share fonts, palette and size, and land in ``figures/`` as PNG and PDF under a stable name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+from . import paths
+
+# One colour per method, used by every figure that compares methods.
+METHOD_COLORS = {
+    "base": "#7f7f7f",
+    "sft": "#d62728",
+    "rft": "#1f77b4",
+    "rollout_sft": "#2ca02c",
+    "rollout_sft_early": "#98df8a",
+    "reasoning": "#ff7f0e",
+}
+
+
+def use_style() -> None:
+    """Seaborn's paper context with a white grid; call once at the top of a notebook."""
+    import seaborn as sns
+
+    sns.set_theme(context="paper", style="whitegrid", font_scale=1.2)
+    matplotlib.rcParams.update({"figure.dpi": 110, "savefig.dpi": 200, "savefig.bbox": "tight",
+                                "axes.titleweight": "bold"})
+
+
+def save_figure(fig, name: str, directory: str | Path | None = None) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in ``figures/`` (or ``directory``)."""
+    if not name or any(c in name for c in "/\\ ") or name.endswith((".png", ".pdf")):
+        raise ValueError(f"figure name {name!r} must be a bare stem like 'puzzle_examples' (no path, no suffix)")
+    out = Path(directory) if directory is not None else paths.FIGURES
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for suffix in (".png", ".pdf"):
+        target = out / f"{name}{suffix}"
+        fig.savefig(target)
+        written.append(target)
+    return written
+
+
+def draw_grid(ax, image, rows: int, cols: int, numbers: list[int] | None = None) -> None:
+    """Show ``image`` with the grid's tile borders and, if given, one number per position."""
+    import numpy as np
+
+    ax.imshow(np.asarray(image))
+    w, h = image.size
+    for r in range(1, rows):
+        ax.axhline(r * h / rows, color="white", lw=1.2)
+    for c in range(1, cols):
+        ax.axvline(c * w / cols, color="white", lw=1.2)
+    if numbers is not None:
+        for i, number in enumerate(numbers):
+            r, c = divmod(i, cols)
+            ax.text((c + 0.5) * w / cols, (r + 0.5) * h / rows, str(number), ha="center", va="center",
+                    color="white", fontsize=11, fontweight="bold",
+                    bbox={"boxstyle": "round,pad=0.15", "fc": "black", "alpha": 0.45, "lw": 0})
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def puzzle_panel(puzzle, answer: list[int] | None = None, axes=None, title: str | None = None):
+    """Original | shuffled (each position labelled with its answer number) | reassembled by ``answer``.
+
+    ``answer`` defaults to the puzzle's solution, so the third panel must equal the first; pass a
+    model's answer to see what it put where. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    from .puzzles import reassemble
+
+    answer = list(puzzle.solution if answer is None else answer)
+    if axes is None:
+        fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    else:
+        fig = axes[0].figure
+    draw_grid(axes[0], puzzle.original, puzzle.rows, puzzle.cols,
+               numbers=list(range(1, puzzle.rows * puzzle.cols + 1)))
+    axes[0].set_title("original (positions)")
+    draw_grid(axes[1], puzzle.image, puzzle.rows, puzzle.cols, numbers=answer)
+    axes[1].set_title("shuffled (answer)")
+    draw_grid(axes[2], reassemble(puzzle.image, puzzle.rows, puzzle.cols, answer), puzzle.rows, puzzle.cols)
+    axes[2].set_title("reassembled")
+    if title:
+        axes[0].set_ylabel(title)
+    return fig
