@@ -11,24 +11,12 @@ one warm-up step.
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
-from transformers import TrainerCallback
+from _timing import StepTimer
 
 from jigsaw_lib import puzzles, train
 from jigsaw_lib.models import PocketSpec, build_pocket, load, n_parameters
-
-
-class StepTimer(TrainerCallback):
-    def __init__(self):
-        self.times, self._t = [], None
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._t = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._t)
 
 
 def main():

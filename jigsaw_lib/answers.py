@@ -73,14 +73,12 @@ def format_answer(solution: list[int], think: str | None = None) -> str:
     return f"<think>{think}</think><answer>{body}</answer>"
 
 
-def parse_answer(text: str, n_tiles: int, require_think: bool = False) -> ParsedAnswer | None:
+def split_answer(text: str) -> tuple[str | None, str] | None:
     """
-    Parse a model's answer for a puzzle of n_tiles tiles; None if it is malformed in any way
-    (see the module docstring for the exact grammar). With require_think, a missing think block
-    is malformed too.
+    The (think, body) blocks of a well-tagged answer, or None: the tag grammar of the module
+    docstring without any rule on the body. Jigsaw answers go on through parse_answer; prior-skill
+    answers (a word, a number) are compared with normalise_body(body).
     """
-    if not isinstance(n_tiles, int) or isinstance(n_tiles, bool) or not 1 <= n_tiles <= MAX_TILES:
-        raise ValueError(f"parse_answer: n_tiles must be an int in 1..{MAX_TILES}, got {n_tiles!r}")
     if not isinstance(text, str):
         return None
     text = text.strip(_WS)
@@ -90,10 +88,28 @@ def parse_answer(text: str, n_tiles: int, require_think: bool = False) -> Parsed
     match = _TEXT_RE.fullmatch(text)
     if match is None:
         return None  # text before, between or after the blocks
-    think = match.group("think")
+    return match.group("think"), match.group("body")
+
+
+def normalise_body(body: str) -> str:
+    """An answer body for comparison: commas and whitespace collapsed to single spaces, lower case."""
+    return " ".join(body.replace(",", " ").split()).lower()
+
+
+def parse_answer(text: str, n_tiles: int, require_think: bool = False) -> ParsedAnswer | None:
+    """
+    Parse a model's answer for a puzzle of n_tiles tiles; None if it is malformed in any way
+    (see the module docstring for the exact grammar). With require_think, a missing think block
+    is malformed too.
+    """
+    if not isinstance(n_tiles, int) or isinstance(n_tiles, bool) or not 1 <= n_tiles <= MAX_TILES:
+        raise ValueError(f"parse_answer: n_tiles must be an int in 1..{MAX_TILES}, got {n_tiles!r}")
+    blocks = split_answer(text)
+    if blocks is None:
+        return None
+    think, body = blocks
     if require_think and think is None:
         return None
-    body = match.group("body")
     if not _BODY_RE.fullmatch(body):
         return None
     numbers = tuple(int(s) for s in _NUM_RE.findall(body))

@@ -63,11 +63,12 @@ SPECIAL_TOKENS = [
 # decoding with skip_special_tokens=True keeps them).
 TAG_TOKENS = ["<think>", "</think>", "<answer>", "</answer>"]
 
-# Qwen2.5-VL-Instruct's chat template (the image/video branch of Qwen2-VL's template).
+# Qwen2.5-VL-Instruct's chat template (the image/video branch of Qwen2-VL's template), less one thing:
+# Qwen's inserts "You are a helpful assistant." as a system turn when a conversation has none; the pocket
+# template does not, which saves 15 of the ~100 tokens of a pocket prompt (training is compute-bound).
 CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
-    "{% for message in messages %}{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for message in messages %}"
     "<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}<|im_end|>\n"
     "{% else %}{% for content in message['content'] %}"
@@ -92,16 +93,16 @@ class PocketSpec:
     ``patch_size * merge_size`` within ``[min_pixels, max_pixels]``, as for Qwen).
     """
 
-    vocab_size: int = 640
+    vocab_size: int = 1024
     text_hidden: int = 192
     text_layers: int = 4
     text_heads: int = 6
     text_kv_heads: int = 2
     text_intermediate: int = 512
-    vision_hidden: int = 96
-    vision_layers: int = 2
-    vision_heads: int = 3
-    vision_intermediate: int = 256
+    vision_hidden: int = 128
+    vision_layers: int = 3
+    vision_heads: int = 4
+    vision_intermediate: int = 384
     patch_size: int = 8
     merge_size: int = 2
     image_size: int = 64

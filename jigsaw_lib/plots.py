@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+from transformers import TrainerCallback
 
 from . import paths
 
@@ -91,3 +92,42 @@ def puzzle_panel(puzzle, answer: list[int] | None = None, axes=None, title: str 
     if title:
         axes[0].set_ylabel(title)
     return fig
+
+
+class LiveCurves(TrainerCallback):
+    """A training callback that redraws the tracked curves in the notebook each time a run evaluates.
+
+    Add it to a run (``train.run_rft(cfg, callbacks=[live])``); it reads the run's ``metrics.csv``
+    (written by :class:`jigsaw_lib.tracking.Tracker`) and ``finished`` (the tidy metrics of runs done
+    before), and redraws one panel per metric in place.
+    """
+
+    def __init__(self, metrics=("jigsaw_exact", "prior_mean", "kl_to_base"), finished=None):
+        self.metrics, self.finished = list(metrics), finished
+        self._mtime, self._handle = None, None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        import matplotlib.pyplot as plt
+        import pandas as pd
+        from IPython.display import display
+
+        csv = Path(args.output_dir).parent / "metrics.csv"
+        if not state.is_world_process_zero or not csv.exists() or csv.stat().st_mtime_ns == self._mtime:
+            return
+        self._mtime = csv.stat().st_mtime_ns
+        frames = [pd.read_csv(csv)] + ([self.finished] if self.finished is not None and len(self.finished) else [])
+        data = pd.concat(frames, ignore_index=True)
+        fig, axes = plt.subplots(1, len(self.metrics), figsize=(3.6 * len(self.metrics), 3))
+        for ax, metric in zip(axes, self.metrics):
+            m = data[data.metric == metric]
+            for (method, seed), g in m.groupby(["method", "seed"]):
+                ax.plot(g.step, g.value, color=METHOD_COLORS.get(method), alpha=0.8,
+                        label=method if seed == m[m.method == method].seed.min() else None)
+            ax.set(title=metric, xlabel="step")
+        axes[0].legend(fontsize=8)
+        fig.tight_layout()
+        if self._handle is None:
+            self._handle = display(fig, display_id=True)
+        else:
+            self._handle.update(fig)
+        plt.close(fig)

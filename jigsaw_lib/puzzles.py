@@ -16,7 +16,7 @@ download needed), folder_images (a folder such as COCO train2014, as in the pape
 dataset_images (a Hugging Face dataset with an image column).
 
 TRL format (checked against trl 1.16's GRPOTrainer and SFTTrainer): `prompt` is a conversational list
-of messages whose user content is [{"type": "image"}, {"type": "text", "text": ...}]; the image
+of messages whose user content is [{"type": "text", "text": ...}, {"type": "image"}]; the image
 placeholder is filled by TRL from the `image` column (a single PIL image per row). `completion` is the
 assistant message used as the SFT target; GRPO ignores it. All other columns reach reward functions
 as keyword arguments.
@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Features, List, Value
 from datasets import Image as ImageFeature
-from PIL import Image, ImageDraw
+from PIL import Image
 from tqdm.auto import tqdm
 
 from jigsaw_lib.answers import CONVENTION, format_answer
@@ -191,48 +191,15 @@ def _derive_seed(*keys: int) -> int:
 
 def procedural_scene(size: int | tuple[int, int] = 224, seed: int = 0) -> Image.Image:
     """
-    A seeded synthetic landscape whose tiles can be placed by content alone: a sky that is bluer at
-    the top and paler at the horizon, a horizon at a random height, ground that goes from green to
-    brown downwards, a sun in the sky on the lit side, 3-6 coloured shapes on the ground (larger
-    lower down, for perspective), and light falling from one side (a horizontal brightness ramp).
+    A seeded landscape of the pocket world (jigsaw_lib.world) whose tiles can be placed by content
+    alone: a sky that is bluer at the top and paler at the horizon, a horizon near the middle, ground
+    that goes from green to brown downwards, a sun in the sky on the lit side, 1-4 coloured objects on
+    the ground (larger lower down) and sometimes a sign, and light falling from one side (a horizontal
+    brightness ramp). The same world the pocket model's prior skills are taught in.
     """
-    w, h = (size, size) if isinstance(size, int) else size
-    rng = np.random.default_rng(seed)
-    horizon = max(1, min(h - 1, int(h * rng.uniform(0.35, 0.65))))
-    y = np.arange(h, dtype=np.float32)[:, None, None]
-    sky_top, sky_low = rng.uniform([40, 90, 190], [90, 150, 250]), rng.uniform([190, 205, 215], [240, 235, 245])
-    sky = sky_top + (y / horizon) * (sky_low - sky_top)
-    green, brown = rng.uniform([50, 110, 30], [100, 170, 80]), rng.uniform([100, 70, 35], [150, 105, 60])
-    ground = green + ((y - horizon) / max(1, h - horizon)) * (brown - green)
-    base = np.where(y < horizon, sky, ground)  # (h, 1, 3)
-    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(base, (h, w, 3))).astype(np.uint8))
-    draw = ImageDraw.Draw(img)
+    from jigsaw_lib import world
 
-    lit_from_left = rng.random() < 0.5
-    s = min(w, h)
-    r = s * rng.uniform(0.05, 0.09)
-    sx = w * (rng.uniform(0.1, 0.45) if lit_from_left else rng.uniform(0.55, 0.9))
-    sy = rng.uniform(min(r, horizon / 2), max(r, horizon - r)) if horizon > 2 * r else horizon / 2
-    draw.ellipse((sx - r, sy - r, sx + r, sy + r), fill=(255, int(rng.integers(225, 250)), int(rng.integers(110, 170))))
-
-    for _ in range(int(rng.integers(3, 7))):
-        cy = rng.uniform(horizon, h)
-        d = s * rng.uniform(0.04, 0.1) * (0.6 + 1.2 * (cy - horizon) / max(1, h - horizon))
-        cx = rng.uniform(0, w)
-        color = tuple(int(v) for v in rng.integers(20, 236, 3))
-        kind = rng.integers(3)
-        if kind == 0:
-            draw.ellipse((cx - d, cy - d, cx + d, cy + d), fill=color)
-        elif kind == 1:
-            draw.rectangle((cx - d, cy - d * rng.uniform(0.5, 1.5), cx + d, cy + d), fill=color)
-        else:
-            draw.polygon([(cx, cy - 1.6 * d), (cx - d, cy + d), (cx + d, cy + d)], fill=color)
-
-    light = np.linspace(1.1, 0.7, w, dtype=np.float32)
-    if not lit_from_left:
-        light = light[::-1]
-    arr = np.asarray(img, dtype=np.float32) * light[None, :, None]
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return world.render(world.sample_scene(np.random.default_rng(seed)), size)
 
 
 def procedural_images(n: int | None, size: int | tuple[int, int] = 224, seed: int = 0) -> Iterator[Image.Image]:
@@ -323,6 +290,16 @@ FEATURES = Features(
 )
 
 
+def user_turn(text: str, image_first: bool = False) -> list[dict]:
+    """
+    A conversational user turn with one image and the text, in TRL's VLM format. The text comes
+    first by default: with a causal model the image tokens can then attend to the question, which a
+    small model needs (measured at pocket scale); Qwen2.5-VL reads either order.
+    """
+    parts = [{"type": "text", "text": text}, {"type": "image"}]
+    return [{"role": "user", "content": parts[::-1] if image_first else parts}]
+
+
 def build_dataset(
     images: Iterable[Image.Image],
     rows: int = 3,
@@ -333,6 +310,7 @@ def build_dataset(
     answer_format: str = "think",
     think_text: str | Callable[[Puzzle], str] | None = None,
     grids: list[tuple[int, int]] | None = None,
+    image_first: bool = False,
 ):
     """
     Build n puzzles from the first n images as a datasets.Dataset with columns
@@ -377,8 +355,7 @@ def build_dataset(
             think = think_text(p) if callable(think_text) else (think_text or "")
         buf = io.BytesIO()
         p.image.save(buf, format="PNG", compress_level=1)
-        content = [{"type": "image"}, {"type": "text", "text": jigsaw_prompt(r, c, answer_format)}]
-        columns["prompt"].append([{"role": "user", "content": content}])
+        columns["prompt"].append(user_turn(jigsaw_prompt(r, c, answer_format), image_first))
         columns["image"].append({"bytes": buf.getvalue(), "path": None})
         columns["solution"].append(p.solution)
         columns["rows"].append(r)

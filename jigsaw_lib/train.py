@@ -16,7 +16,13 @@ raised by TRL itself, and every TRL option is available.
 
 from __future__ import annotations
 
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
+from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 
 from .rewards import JIGSAW_REWARDS
@@ -60,3 +66,199 @@ def grpo_trainer(model, processor, train_dataset, output_dir, reward_funcs=JIGSA
         )
     return GRPOTrainer(model=model, args=args, reward_funcs=list(reward_funcs), train_dataset=train_dataset,
                        processing_class=processor)
+
+
+# -----------------------------------------------------------------------------
+# The three methods of the study
+
+
+def train_dataset(cfg, n: int | None = None):
+    """Training puzzles of a run: images from the procedural world (or cfg.image_folder), seeded by cfg.seed."""
+    from . import puzzles
+
+    n = n or cfg.n_train
+    if cfg.image_folder:
+        images = puzzles.folder_images(cfg.image_folder)
+    else:
+        images = puzzles.procedural_images(n, size=cfg.image_size, seed=cfg.seed)
+    return puzzles.build_dataset(images, grids=[tuple(g) for g in cfg.grids], n=n, seed=cfg.seed,
+                                 answer_format=cfg.answer_format)
+
+
+def _output_dir(cfg, output_dir):
+    from . import paths
+
+    out = Path(output_dir) if output_dir else paths.CHECKPOINTS / "runs" / f"{cfg.label}-seed{cfg.seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+    return out
+
+
+def _world_size() -> int:
+    """Processes of this run: under ``accelerate launch`` / torchrun, WORLD_SIZE; else 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def per_process(n: int, what: str = "batch_size") -> int:
+    """Split a per-step count over the processes of the run (it must divide evenly)."""
+    world = _world_size()
+    if n % world:
+        raise ValueError(f"{what}={n} does not split evenly over {world} processes; make it a multiple of {world}")
+    return n // world
+
+
+def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callbacks, **trl):
+    from .models import load
+    from .tracking import Tracker
+
+    out = _output_dir(cfg, output_dir)
+    last = get_last_checkpoint(str(out / "trainer")) if resume and (out / "trainer").exists() else None
+    # fp32 master weights: bf16 weights would round GRPO's 1e-6 updates away (bf16 autocast still applies on GPU)
+    model, processor = load(cfg.base, dtype=torch.float32)
+    if last:
+        # Resuming: transformers 5.24's Trainer restores weights with a plain load_state_dict, which matches
+        # none of the keys of a Qwen2.5-VL checkpoint (saved under the legacy names "visual.*", "model.layers.*")
+        # and silently keeps the base weights. from_pretrained converts the names, so load the weights here;
+        # Trainer still restores the optimizer, scheduler and RNG states. The KL reference that GRPO loads from
+        # config._name_or_path must stay the base model, not the checkpoint.
+        model, _ = load(last, dtype=torch.float32)
+        model.config._name_or_path = str(cfg.base)
+    tracker = Tracker(cfg, processor, out, prior=prior, progress=progress)
+    checkpoint_every = trl.pop("checkpoint_every", cfg.eval_every)
+    trainer = trainer_fn(model, processor, data, out / "trainer", max_steps=cfg.max_steps,
+                         learning_rate=cfg.learning_rate, seed=cfg.seed, data_seed=cfg.seed,
+                         lr_scheduler_type="constant", save_strategy="steps", save_steps=checkpoint_every,
+                         save_total_limit=1, disable_tqdm=not progress, **{**trl, **cfg.trl})
+    trainer.add_callback(tracker)
+    for cb in extra_callbacks:
+        trainer.add_callback(cb)
+    if not resume and (out / "metrics.csv").exists() and trainer.is_world_process_zero():
+        (out / "metrics.csv").unlink()
+    trainer.train(resume_from_checkpoint=last)
+    trainer.save_model(str(out / "final"))  # gathers sharded (DeepSpeed) weights; writes on the main process
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(out / "final")
+    return RunResult(cfg, out, tracker.table())
+
+
+@dataclass
+class RunResult:
+    config: object
+    output_dir: Path
+    metrics: "pd.DataFrame"
+
+    @property
+    def final(self) -> Path:
+        return self.output_dir / "final"
+
+
+def run_sft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, progress: bool = True,
+            callbacks=(), data=None) -> RunResult:
+    """SFT on ground-truth answers: TRL SFTTrainer on (prompt, image, answer) puzzles."""
+    data = data if data is not None else train_dataset(cfg)
+    return _run(cfg, sft_trainer, data, output_dir, resume, prior, progress, callbacks,
+                per_device_train_batch_size=per_process(cfg.batch_size))
+
+
+def run_rft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, progress: bool = True,
+            callbacks=()) -> RunResult:
+    """RFT: TRL GRPOTrainer on the same puzzles, rewarded by hit + exact + format, KL to the base (beta)."""
+    data = train_dataset(cfg)
+    return _run(cfg, grpo_trainer, data, output_dir, resume, prior, progress, callbacks,
+                per_device_train_batch_size=per_process(cfg.batch_size * cfg.num_generations,
+                                                        "batch_size * num_generations"),
+                num_generations=cfg.num_generations, beta=cfg.beta, temperature=cfg.temperature,
+                max_completion_length=cfg.max_completion_length, reward_weights=list(cfg.reward_weights),
+                use_vllm=cfg.use_vllm)
+
+
+def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float = 1.0, max_new_tokens: int = 24,
+                     answer_format: str = "direct", progress: bool = True):
+    """Sample ``per_prompt`` rollouts per puzzle from a checkpoint; keep the distinct exactly-right ones.
+
+    Returns ``(dataset, stats)``: an SFT dataset whose ``completion`` is a correct rollout of the
+    model (rejection sampling), and the acceptance numbers.
+    """
+    from datasets import Dataset
+
+    from .evaluate import generate, score_jigsaw
+    from .models import load
+
+    model, processor = load(checkpoint)
+    sampled = generate(model, processor, list(data["prompt"]), list(data["image"]), max_new_tokens=max_new_tokens,
+                       do_sample=True, temperature=temperature, num_samples=per_prompt, progress=progress,
+                       desc="rollouts")
+    keep = []
+    for i, group in enumerate(sampled):
+        exact = score_jigsaw(group, [data[i]["solution"]] * len(group), answer_format)["exact"]
+        for text in dict.fromkeys(t for t, e in zip(group, exact) if e == 1.0):
+            keep.append((i, text))
+    rows = data.select([i for i, _ in keep]).to_dict()
+    rows["completion"] = [[{"role": "assistant", "content": [{"type": "text", "text": t}]}] for _, t in keep]
+    stats = {"prompts": len(data), "rollouts": len(data) * per_prompt, "correct_distinct": len(keep),
+             "prompts_with_correct": len({i for i, _ in keep})}
+    return Dataset.from_dict(rows, features=data.features), stats
+
+
+def run_rollout_sft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, progress: bool = True,
+                    callbacks=()) -> RunResult:
+    """SFT from the base model on the correct rollouts of an RFT checkpoint (cfg.rollouts_from)."""
+    if not cfg.rollouts_from:
+        raise ValueError("rollout_sft needs rollouts_from: the RFT checkpoint whose correct rollouts to learn from")
+    data, stats = collect_rollouts(cfg.rollouts_from, train_dataset(cfg), cfg.rollouts_per_prompt,
+                                   cfg.rollout_temperature, cfg.max_completion_length, cfg.answer_format, progress)
+    if len(data) == 0:
+        raise ValueError(f"{cfg.rollouts_from} produced no correct rollout on {stats['prompts']} puzzles "
+                         f"({stats['rollouts']} samples): train RFT longer or sample more")
+    result = run_sft(cfg, output_dir, resume=resume, prior=prior, progress=progress, callbacks=callbacks, data=data)
+    (result.output_dir / "rollouts.json").write_text(json.dumps(stats))
+    return result
+
+
+RUNNERS = {"sft": run_sft, "rft": run_rft, "rollout_sft": run_rollout_sft}
+
+
+def _parse_value(text: str):
+    import ast
+
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def main(argv=None) -> int:
+    """``python -m jigsaw_lib.train {sft,rft,rollout-sft} --preset pocket --set key=value ...``.
+
+    Runs one method; under ``accelerate launch`` (configs/accelerate/*.yaml: DeepSpeed ZeRO-2/3 on
+    GPUs, or several CPU processes) TRL's trainers spread it over the processes.
+    """
+    import argparse
+
+    from . import config
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("method", choices=["sft", "rft", "rollout-sft"])
+    parser.add_argument("--preset", default="pocket", choices=list(config.PRESETS))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field, e.g. --set learning_rate=1e-4 --set grids=[[2,2]]")
+    parser.add_argument("--output-dir", default=None)
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output-dir")
+    parser.add_argument("--no-prior", action="store_true", help="skip the prior-skill evaluation (paper scale)")
+    args = parser.parse_args(argv)
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE, got {item!r}")
+        overrides[key] = _parse_value(value)
+    method = args.method.replace("-", "_")
+    cfg = config.make(method, args.preset, **overrides)
+    result = RUNNERS[method](cfg, args.output_dir, resume=args.resume, prior=not args.no_prior)
+    last = result.metrics[result.metrics.step == result.metrics.step.max()]
+    print(last[~last.metric.str.startswith("train/")].to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

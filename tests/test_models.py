@@ -62,10 +62,12 @@ def test_chat_template_is_qwen_style(tiny_pocket_dir):
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "hi"}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert text == (
-        "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
         "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+    with_system = [{"role": "system", "content": "Be brief."}] + messages
+    text = processor.apply_chat_template(with_system, add_generation_prompt=True, tokenize=False)
+    assert text.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n")
 
 
 def test_tokenizer_round_trips_any_text(tiny_pocket_dir):

@@ -1,6 +1,7 @@
 """Every numbered notebook runs headless under papermill with smoke parameters, and stays thin."""
 
 import json
+import os
 
 import pytest
 
@@ -34,16 +35,44 @@ def test_unknown_notebook_names_the_known_ones():
         notebooks.find("99")
 
 
+@pytest.fixture(scope="module")
+def smoke_root(tmp_path_factory):
+    """One output root for the whole sequence: later notebooks read what earlier ones wrote."""
+    root = tmp_path_factory.mktemp("smoke")
+    names = ("FIGURES", "RESULTS", "DATA", "RUNS", "CHECKPOINTS")
+    saved = {n: os.environ.get(f"JIGSAW_{n}") for n in names}
+    for n in names:
+        os.environ[f"JIGSAW_{n}"] = str(root / n.lower())
+    yield root
+    for n, v in saved.items():
+        if v is None:
+            os.environ.pop(f"JIGSAW_{n}", None)
+        else:
+            os.environ[f"JIGSAW_{n}"] = v
+
+
+EXPECTED_FIGURES = {
+    "00_": {"world_skills", "base_skills", "pretrain_curve", "base_jigsaw_examples"},
+    "01_": {"puzzle_sources", "puzzle_grids"},
+    "04_": {"jigsaw_and_prior_vs_step", "prior_skills_vs_step", "accuracy_vs_forgetting", "sft_lr_sweep"},
+}
+EXPECTED_RESULTS = {"00_": {"base_model.csv"}, "02_": {"metrics.csv"},
+                    "04_": {"forgetting_table.csv", "forgetting_table.md", "forgetting_at_matched_accuracy.csv"}}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs_with_smoke_parameters(path, tmp_path, monkeypatch):
-    for name in ("FIGURES", "RESULTS", "DATA", "RUNS"):
-        monkeypatch.setenv(f"JIGSAW_{name}", str(tmp_path / name.lower()))
-    out = notebooks.run(path, {"smoke": True}, output_dir=tmp_path / "runs", progress_bar=False)
+def test_notebook_runs_with_smoke_parameters(path, smoke_root):
+    out = notebooks.run(path, {"smoke": True}, output_dir=smoke_root / "executed", progress_bar=False)
     executed = json.loads(out.read_text())
     errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
-    figures = list((tmp_path / "figures").glob("*.png"))
-    if path.name.startswith("01_"):
-        assert {f.stem for f in figures} >= {"puzzle_sources", "puzzle_grids"}
-        assert all(f.with_suffix(".pdf").exists() for f in figures)
+    figures = {f.stem for f in (smoke_root / "figures").glob("*.png")}
+    written = {f.name for f in (smoke_root / "results").glob("*")}
+    for prefix, expected in EXPECTED_FIGURES.items():
+        if path.name.startswith(prefix):
+            assert expected <= figures, expected - figures
+            assert all((smoke_root / "figures" / f"{f}.pdf").exists() for f in expected)
+    for prefix, expected in EXPECTED_RESULTS.items():
+        if path.name.startswith(prefix):
+            assert expected <= written, expected - written

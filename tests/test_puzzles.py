@@ -224,8 +224,8 @@ def test_build_dataset_columns_and_rewards():
     assert isinstance(row["image"], Image.Image) and row["image"].size == (48, 48)
     (message,) = row["prompt"]
     assert message["role"] == "user"
-    assert [part["type"] for part in message["content"]] == ["image", "text"]
-    assert message["content"][1]["text"] == jigsaw_prompt(3, 3, "think")
+    assert [part["type"] for part in message["content"]] == ["text", "image"]
+    assert message["content"][0]["text"] == jigsaw_prompt(3, 3, "think")
     assert sorted(row["solution"]) == list(range(1, 10))
     assert (row["rows"], row["cols"], row["answer_format"]) == (3, 3, "think")
     assert row["completion"][0]["role"] == "assistant"

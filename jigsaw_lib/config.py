@@ -1,0 +1,127 @@
+"""Run configurations: one per method, each with a ``pocket`` and a ``paper`` preset.
+
+    cfg = config.make("rft", "pocket", learning_rate=3e-5, seed=1)
+
+A run is described by a dataclass (:class:`SFTRun`, :class:`RFTRun`, :class:`RolloutSFTRun`); a preset
+fills it for one scale, keyword overrides change single fields, and a key the dataclass does not have
+is an error that lists the valid ones. Keys of TRL's own configs that the study does not fix go in
+``trl`` (a dict), and TRL rejects a misspelled one there.
+
+The paper presets follow arXiv 2506.23508 and Jigsaw-R1 (see the study brief): Qwen2.5-VL-3B-Instruct,
+3x3 puzzles with reasoning (``think``), SFT lr 2e-5, GRPO lr 1e-6, KL beta 0.04, 8 rollouts per prompt
+at temperature 1.0, 512-token completions, vLLM generation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from . import paths
+from .models import PAPER_MODEL
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """Settings every method shares."""
+
+    base: str = str(paths.CHECKPOINTS / "pocket-base")  # the model training starts from (and KL anchor)
+    grids: list = field(default_factory=lambda: [[2, 2]])  # puzzle grids, [rows, cols] each
+    answer_format: str = "direct"  # "think" or "direct"
+    image_size: int = 64  # side of the procedural images (pocket); COCO images are used as they come
+    image_folder: str | None = None  # a folder of images (COCO train2014 at paper scale); None: procedural
+    n_train: int = 4096  # training puzzles
+    max_steps: int = 300  # optimizer steps
+    learning_rate: float = 1e-3
+    batch_size: int = 32  # prompts per optimizer step (RFT: each with num_generations rollouts)
+    seed: int = 0
+    eval_every: int = 25  # evaluate jigsaw, prior skills and KL every this many steps (and at 0 and the end)
+    eval_jigsaw: int = 200  # held-out puzzles per grid
+    eval_prior: int = 100  # held-out items per prior skill (pocket)
+    eval_kl: int = 32  # held-out prompts for KL(pi_0 || pi), 4 samples each
+    save_steps: list = field(default_factory=list)  # keep model checkpoints at these steps (dynamics)
+    max_completion_length: int = 24
+    trl: dict = field(default_factory=dict)  # further SFTConfig / GRPOConfig keys
+    name: str = ""  # the run's label in results (method column); default: the method, e.g. "sft_lr3e-3"
+
+    method = "base"
+
+    @property
+    def label(self) -> str:
+        return self.name or self.method
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, **dataclasses.asdict(self)}
+
+
+@dataclass(kw_only=True)
+class SFTRun(RunConfig):
+    """SFT on ground-truth answers (answers only; with ``think_text`` a fixed reasoning string)."""
+
+    method = "sft"
+
+
+@dataclass(kw_only=True)
+class RFTRun(RunConfig):
+    """RFT with GRPO on the jigsaw rewards (hit + exact + format, weighted)."""
+
+    num_generations: int = 8
+    beta: float = 0.04  # KL to the base model; TRL's default of 0 keeps no reference model
+    temperature: float = 1.0
+    reward_weights: list = field(default_factory=lambda: [1.0, 1.0, 1.0])  # hit, exact, format
+    use_vllm: bool = False
+
+    method = "rft"
+
+
+@dataclass(kw_only=True)
+class RolloutSFTRun(RunConfig):
+    """SFT on the correct rollouts of an RFT checkpoint (rejection sampling), from the base model."""
+
+    rollouts_from: str = ""  # the RFT checkpoint to sample from (required)
+    rollouts_per_prompt: int = 8
+    rollout_temperature: float = 1.0
+
+    method = "rollout_sft"
+
+
+CLASSES = {"sft": SFTRun, "rft": RFTRun, "rollout_sft": RolloutSFTRun}
+
+PRESETS = {
+    "pocket": {
+        "sft": dict(learning_rate=1e-3, max_steps=200, batch_size=32),
+        "rft": dict(learning_rate=1e-4, max_steps=300, batch_size=8, num_generations=8, beta=0.04),
+        "rollout_sft": dict(learning_rate=1e-3, max_steps=200, batch_size=32),
+    },
+    "paper": {
+        "sft": dict(base=PAPER_MODEL, grids=[[3, 3]], answer_format="think", learning_rate=2e-5, max_steps=400,
+                    batch_size=64, image_size=448, max_completion_length=512, eval_every=50),
+        "rft": dict(base=PAPER_MODEL, grids=[[3, 3]], answer_format="think", learning_rate=1e-6, max_steps=27360,
+                    batch_size=64, num_generations=8, beta=0.04, temperature=1.0, image_size=448,
+                    max_completion_length=512, use_vllm=True, eval_every=500),
+        "rollout_sft": dict(base=PAPER_MODEL, grids=[[3, 3]], answer_format="think", learning_rate=2e-5,
+                            max_steps=3000, batch_size=64, image_size=448, max_completion_length=512,
+                            eval_every=100),
+    },
+}
+
+
+def make(method: str, preset: str = "pocket", **overrides) -> RunConfig:
+    """The config of ``method`` at ``preset`` scale, with ``overrides`` applied."""
+    if method not in CLASSES:
+        raise ValueError(f"unknown method {method!r}; the methods are: {', '.join(CLASSES)}")
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; the presets are: {', '.join(PRESETS)}")
+    cls = CLASSES[method]
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - valid)
+    if unknown:
+        raise ValueError(f"unknown config key(s) {unknown} for {method}; valid keys: {', '.join(sorted(valid))} "
+                         "(TRL's own options go in trl={...})")
+    cfg = cls(**{**PRESETS[preset][method], **overrides})
+    if cfg.answer_format not in ("think", "direct"):
+        raise ValueError(f"answer_format must be 'think' or 'direct', got {cfg.answer_format!r}")
+    if cfg.batch_size < 1 or cfg.max_steps < 1 or cfg.eval_every < 1:
+        raise ValueError(f"batch_size, max_steps and eval_every must be >= 1, got {cfg.batch_size}, "
+                         f"{cfg.max_steps}, {cfg.eval_every}")
+    return cfg

@@ -1,0 +1,169 @@
+"""Evaluation: batched generation, scored with the one answer parser.
+
+- :func:`generate` runs ``model.generate`` over (prompt, image) pairs in batches, left-padded, greedy
+  or sampled, and returns the decoded completions.
+- :func:`evaluate_skills` asks every prior skill of the pocket world (``jigsaw_lib.world``) on its
+  held-out split and scores exact answers: a completion must be a well-formed ``<answer>...</answer>``
+  (``answers.split_answer``) whose body equals the target.
+- :func:`evaluate_jigsaw` poses held-out puzzles of any grid. Greedy decoding gives ``exact``,
+  ``hit`` and ``well_formed`` (scored by the very reward functions RFT trains on); ``samples``
+  completions at temperature 1 give ``pass_at_k`` (some sample exactly right), the mean sampled hit,
+  and ``hit_spread``, the within-prompt standard deviation of the hit reward: GRPO's learning signal,
+  zero when every rollout of a prompt scores the same.
+
+Results are tidy rows ``skill, metric, value`` (plus ``n``), ready for the results tables.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import puzzles, world
+from .answers import normalise_body, split_answer
+from .rewards import exact_reward, format_reward, hit_reward
+
+JIGSAW_TEST_SEED = 1_000_003  # puzzles for evaluation come from their own image stream
+
+
+@torch.inference_mode()
+def generate(model, processor, prompts: list, images: list, *, max_new_tokens: int = 24, batch_size: int = 64,
+             do_sample: bool = False, temperature: float = 1.0, num_samples: int = 1, progress: bool = True,
+             desc: str = "generate", return_ids: bool = False) -> list[list]:
+    """Completions for each (conversational prompt, image): a list of ``num_samples`` strings per prompt.
+
+    With ``return_ids`` the completions are the generated token ids instead (up to and including the
+    end-of-turn token, padding removed): what the model actually sampled, for scoring it exactly.
+    """
+    if len(prompts) != len(images):
+        raise ValueError(f"generate: {len(prompts)} prompts but {len(images)} images")
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    out: list[list[str]] = []
+    try:
+        for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+            chunk = prompts[start:start + batch_size]
+            texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in chunk]
+            inputs = processor(text=texts, images=images[start:start + batch_size], padding=True,
+                               return_tensors="pt").to(model.device)
+            kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample \
+                else {"do_sample": False}
+            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
+                                 pad_token_id=tokenizer.pad_token_id, **kwargs)
+            new = ids[:, inputs["input_ids"].shape[1]:]
+            if return_ids:
+                decoded = [_trim(row.tolist(), tokenizer.eos_token_id, tokenizer.pad_token_id) for row in new]
+            else:
+                decoded = tokenizer.batch_decode(new, skip_special_tokens=True)
+            out += [decoded[i:i + num_samples] for i in range(0, len(decoded), num_samples)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return out
+
+
+def _trim(ids: list[int], eos: int, pad: int) -> list[int]:
+    """Generated ids up to and including the first end-of-turn token; trailing padding dropped."""
+    if eos in ids:
+        return ids[: ids.index(eos) + 1]
+    while ids and ids[-1] == pad:
+        ids = ids[:-1]
+    return ids
+
+
+def score_skill_answer(completion: str, target: str) -> bool:
+    """A prior-skill answer is right when it is well-tagged and its body equals the target."""
+    blocks = split_answer(completion)
+    return blocks is not None and normalise_body(blocks[1]) == normalise_body(target)
+
+
+def evaluate_skills(model, processor, n_per_skill: int = 200, *, skills=None, split: str = "test", seed: int = 0,
+                    image_size: int = 64, batch_size: int = 100, progress: bool = True,
+                    return_completions: bool = False):
+    """Greedy accuracy of every prior skill on its held-out split; rows ``skill, metric, value, n``."""
+    skills = world.check_skills(skills)
+    rows, records = [], []
+    for skill in skills:
+        its = world.items(skill, split, n_per_skill, seed, image_size)
+        completions = generate(model, processor, [puzzles.user_turn(it.question) for it in its],
+                               [it.image for it in its], batch_size=batch_size, progress=progress, desc=skill)
+        right = [score_skill_answer(c[0], it.answer) for c, it in zip(completions, its)]
+        rows.append({"skill": skill, "metric": "accuracy", "value": float(np.mean(right)), "n": len(its)})
+        records += [{"skill": skill, "question": it.question, "answer": it.answer, "completion": c[0], "right": r}
+                    for it, c, r in zip(its, completions, right)]
+    table = pd.DataFrame(rows)
+    return (table, pd.DataFrame(records)) if return_completions else table
+
+
+def jigsaw_eval_set(rows: int, cols: int, n: int, image_size: int = 64, answer_format: str = "direct",
+                    seed: int = JIGSAW_TEST_SEED):
+    """Held-out puzzles: images and shuffles from seeds no training set uses."""
+    images = puzzles.procedural_images(n, size=image_size, seed=seed)
+    return puzzles.build_dataset(images, rows, cols, n=n, seed=seed, answer_format=answer_format)
+
+
+def score_jigsaw(completions: list[str], solutions: list, answer_format: str = "direct") -> dict[str, np.ndarray]:
+    """Per-completion hit, exact and well-formed scores, from the reward functions themselves."""
+    columns = {"solution": solutions, "answer_format": [answer_format] * len(solutions)}
+    return {"hit": np.array(hit_reward(completions, **columns)),
+            "exact": np.array(exact_reward(completions, **columns)),
+            "well_formed": np.array(format_reward(completions, **columns))}
+
+
+def evaluate_jigsaw(model, processor, grids=((1, 2), (2, 2), (3, 3)), n: int = 200, *, samples: int = 8,
+                    image_size: int = 64, answer_format: str = "direct", temperature: float = 1.0,
+                    max_new_tokens: int | None = None, batch_size: int = 50, seed: int = JIGSAW_TEST_SEED,
+                    progress: bool = True, return_completions: bool = False):
+    """Jigsaw accuracy per grid: greedy exact/hit/well_formed, and pass@k and hit spread from samples."""
+    rows, records = [], []
+    for r, c in grids:
+        data = jigsaw_eval_set(r, c, n, image_size, answer_format, seed)
+        prompts, images, solutions = data["prompt"], data["image"], data["solution"]
+        budget = max_new_tokens or 8 + 3 * r * c
+        greedy = [g[0] for g in generate(model, processor, prompts, images, max_new_tokens=budget,
+                                         batch_size=batch_size, progress=progress, desc=f"jigsaw {r}x{c}")]
+        scores = score_jigsaw(greedy, solutions, answer_format)
+        skill = f"jigsaw_{r}x{c}"
+        for metric, values in scores.items():
+            rows.append({"skill": skill, "metric": metric, "value": float(values.mean()), "n": n})
+        records += [{"skill": skill, "sample": -1, "completion": g, "solution": s} for g, s in zip(greedy, solutions)]
+        if samples:
+            sampled = generate(model, processor, prompts, images, max_new_tokens=budget, batch_size=batch_size,
+                               do_sample=True, temperature=temperature, num_samples=samples, progress=progress,
+                               desc=f"jigsaw {r}x{c} x{samples}")
+            flat = [s for group in sampled for s in group]
+            per = score_jigsaw(flat, [s for s in solutions for _ in range(samples)], answer_format)
+            hit = per["hit"].reshape(n, samples)
+            exact = per["exact"].reshape(n, samples)
+            rows += [
+                {"skill": skill, "metric": f"pass_at_{samples}", "value": float(exact.max(1).mean()), "n": n},
+                {"skill": skill, "metric": "sample_hit", "value": float(hit.mean()), "n": n},
+                {"skill": skill, "metric": "sample_well_formed", "value": float(per["well_formed"].mean()), "n": n},
+                {"skill": skill, "metric": "hit_spread", "value": float(hit.std(1).mean()), "n": n},
+                {"skill": skill, "metric": "frac_zero_spread", "value": float((hit.std(1) == 0).mean()), "n": n},
+            ]
+            records += [{"skill": skill, "sample": k, "completion": s, "solution": sol}
+                        for group, sol in zip(sampled, solutions) for k, s in enumerate(group)]
+    table = pd.DataFrame(rows)
+    return (table, pd.DataFrame(records)) if return_completions else table
+
+
+def evaluate_checkpoint(checkpoint, name: str | None = None, *, n_per_skill: int = 200,
+                        grids=((1, 2), (2, 2), (3, 3)), n_jigsaw: int = 200, samples: int = 8,
+                        image_size: int = 64, progress: bool = True) -> pd.DataFrame:
+    """Prior skills and jigsaw behaviour of a checkpoint directory: rows ``model, skill, metric, value, n``."""
+    from .models import load
+
+    model, processor = load(checkpoint)
+    skills = evaluate_skills(model, processor, n_per_skill, image_size=image_size, progress=progress)
+    prior = pd.DataFrame([{"skill": "prior_mean", "metric": "accuracy", "value": skills["value"].mean(),
+                           "n": int(skills["n"].sum())}])
+    jigsaw = evaluate_jigsaw(model, processor, grids, n_jigsaw, samples=samples, image_size=image_size,
+                             progress=progress)
+    table = pd.concat([skills, prior, jigsaw], ignore_index=True)
+    table.insert(0, "model", name or str(checkpoint))
+    return table

@@ -1,0 +1,105 @@
+"""Pretraining the pocket base model on the world's prior skills (the pocket stand-in for Qwen's pretraining).
+
+The paper's base model arrives knowing things; ours must be taught them. :func:`pretrain` builds a
+pocket Qwen2.5-VL (``models.build_pocket``, its tokenizer trained on the world's and the jigsaw's
+prompt text), then runs TRL's ``SFTTrainer`` on a shuffled mixture of every prior skill, answers in
+the ``<answer>`` format. Jigsaw puzzles stay out of it, as they are out of Qwen's.
+
+The result is cached: ``base_model()`` returns the checkpoint directory if one trained with the same
+settings is there, and trains it otherwise (or when asked to ``retrain``). Training is deterministic
+for a seed on a given machine (same data, same initial weights, same order).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import paths, world
+from .models import PocketSpec, build_pocket, default_corpus, load, save
+
+
+@dataclass
+class PretrainConfig:
+    """What a pocket base model is trained with. Any change gives a different cached checkpoint."""
+
+    spec: PocketSpec = field(default_factory=PocketSpec)
+    steps: int = 2000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    seed: int = 0
+    # relative weight of each skill in the mixture: the slow learners (reading, binding, ranking) get more
+    mix: dict = field(default_factory=lambda: {"grounding": 1.5, "ocr": 1.5, "perception": 1.5,
+                                               "hallucination": 1.5, "counting": 1.0, "ordering": 2.0})
+
+    def __post_init__(self):
+        if isinstance(self.spec, dict):
+            self.spec = PocketSpec(**self.spec)
+        world.check_skills(self.mix)
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+
+    def items_per_skill(self) -> dict[str, int]:
+        total = self.steps * self.batch_size
+        weight = sum(self.mix.values())
+        return {s: max(1, round(total * w / weight)) for s, w in self.mix.items()}
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_DIR = paths.CHECKPOINTS / "pocket-base"
+INFO = "pretrain_info.json"
+
+
+def _cached(out_dir: Path, config: PretrainConfig) -> bool:
+    info = out_dir / INFO
+    return info.exists() and (out_dir / "config.json").exists() and \
+        json.loads(info.read_text()).get("config") == config.to_json()
+
+
+def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT_DIR, *,
+             retrain: bool = False, progress: bool = True, callbacks=None) -> Path:
+    """Train (or find cached) a pocket base model; returns its checkpoint directory."""
+    from . import train
+
+    config = config or PretrainConfig()
+    out_dir = Path(out_dir)
+    if not retrain and _cached(out_dir, config):
+        return out_dir
+    start = time.perf_counter()
+    corpus = default_corpus() + world.corpus()
+    init_dir = out_dir / "init"
+    build_pocket(config.spec, corpus=corpus, save_dir=init_dir)
+    model, processor = load(init_dir)
+    data = world.build_dataset(config.items_per_skill(), "train", seed=config.seed,
+                               size=config.spec.image_size, skills=list(config.mix), shuffle_seed=config.seed)
+    data_seconds = time.perf_counter() - start
+    trainer = train.sft_trainer(
+        model, processor, data, out_dir / "trainer", max_steps=config.steps,
+        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine", warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
+        seed=config.seed, data_seed=config.seed, logging_steps=max(1, config.steps // 50),
+        disable_tqdm=not progress,
+    )
+    for cb in callbacks or []:
+        trainer.add_callback(cb)
+    trainer.train()
+    seconds = time.perf_counter() - start
+    save(trainer.model, processor, out_dir, spec=config.spec)
+    (out_dir / INFO).write_text(json.dumps({
+        "config": config.to_json(), "seconds": seconds, "data_seconds": data_seconds,
+        "log": trainer.state.log_history}, indent=1))
+    return out_dir
+
+
+def info(out_dir: str | Path = DEFAULT_DIR) -> dict:
+    """What a cached base model was trained with, how long it took, and its training log."""
+    path = Path(out_dir) / INFO
+    if not path.exists():
+        raise FileNotFoundError(f"no pretrained base model at {out_dir} (no {INFO}); run jigsaw_lib.pretrain.pretrain()")
+    return json.loads(path.read_text())

@@ -1,0 +1,55 @@
+"""Results tables: tidy long CSVs under ``results/``, one schema per table, checked on write.
+
+Every number the kit reports is a row of a tidy table (one observation per row), so notebooks,
+figures and the README all read the same files:
+
+- ``base_model.csv``: ``model, skill, metric, value`` (the pocket base model's prior skills and jigsaw
+  behaviour, and its pretraining cost);
+- ``metrics.csv``: ``method, seed, step, metric, value`` (training runs, written by the study).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import paths
+
+SCHEMAS = {
+    "base_model": ("model", "skill", "metric", "value"),
+    "metrics": ("method", "seed", "step", "metric", "value"),
+    "dynamics": ("source", "step", "metric", "value"),
+}
+
+
+def check(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    """Raise if ``table`` lacks a column of its schema or holds a missing or non-finite value."""
+    if name not in SCHEMAS:
+        raise ValueError(f"unknown results table {name!r}; the tables are: {', '.join(SCHEMAS)}")
+    missing = [c for c in SCHEMAS[name] if c not in table.columns]
+    if missing:
+        raise ValueError(f"results table {name!r} lacks column(s) {missing}; it needs {list(SCHEMAS[name])}")
+    bad = table[[not (isinstance(v, (int, float)) and math.isfinite(v)) for v in table["value"]]]
+    if len(bad):
+        raise ValueError(f"results table {name!r} has {len(bad)} missing or non-finite value(s), e.g.\n{bad.head()}")
+    return table
+
+
+def write(table: pd.DataFrame, name: str, directory: str | Path | None = None) -> Path:
+    """Check ``table`` against its schema and write ``results/<name>.csv`` (schema columns first)."""
+    check(table, name)
+    columns = list(SCHEMAS[name]) + [c for c in table.columns if c not in SCHEMAS[name]]
+    out = Path(directory) if directory is not None else paths.RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.csv"
+    table[columns].to_csv(path, index=False)
+    return path
+
+
+def read(name: str, directory: str | Path | None = None) -> pd.DataFrame:
+    path = (Path(directory) if directory is not None else paths.RESULTS) / f"{name}.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"no results table at {path}; run `make reproduce` (or the notebook that writes it)")
+    return check(pd.read_csv(path), name)

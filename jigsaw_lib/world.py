@@ -1,0 +1,375 @@
+"""The pocket world: landscapes with regularities, and prior skills that mirror the paper's benchmarks.
+
+Forgetting can only be shown on a model that knows something. At paper scale Qwen2.5-VL's prior
+knowledge is measured by RefCOCO, DocVQA, MME, POPE, MMStar and MMMU; at pocket scale we make a small
+world and teach the pocket model a set of skills in it, each a stand-in for one benchmark family:
+
+| skill         | stands for          | question                                   | answer format      |
+|---------------|---------------------|--------------------------------------------|--------------------|
+| grounding     | RefCOCO             | which cell of a 2x2 grid holds an object    | one number (1-4)   |
+| ocr           | DocVQA              | the digit written on a sign                 | one number (0-9)   |
+| perception    | MME                 | colour / shape of an object, side of light  | one word           |
+| hallucination | POPE                | is there a <colour> <shape>? (balanced)      | yes or no          |
+| counting      | MMStar              | how many objects stand on the ground        | one number (1-4)   |
+| ordering      | MMMU (reasoning)    | brightness rank of every cell of a grid      | n numbers, 1..n    |
+
+**The world has regularities**, as photographs do: the sky is at the top, bluer overhead and paler at the
+horizon; the ground is below, green turning brown towards the viewer; light falls from one side (a
+horizontal brightness ramp) and the sun stands in the sky on that side; objects stand on the ground
+and look larger lower down. Skills teach them (where the sun is, which side is lit, how regions
+compare in brightness), so a jigsaw tile can be placed from what the model already knows although
+it never saw a puzzle: the novel task is *reachable* from prior knowledge, as it is for Qwen, whose
+samples earn image-dependent partial credit although none is exactly right.
+
+**Following a stated answer format is itself prior knowledge.** Every prompt states its format in the
+words the jigsaw prompt uses ("Output only the final answer inside <answer> </answer> as ..."), and the
+ordering skill answers in exactly the jigsaw's format (n distinct numbers in 1..n on the same
+numbered grid), so a model that never saw a puzzle still answers one in the right form.
+
+Items are generated from seeds: the train and held-out splits draw from disjoint seed streams, so
+they never share a scene (tested).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from .puzzles import user_turn
+
+COLORS = {  # name -> RGB; chosen to stay distinct from sky and ground
+    "red": (220, 30, 30),
+    "yellow": (240, 220, 40),
+    "white": (250, 250, 250),
+    "black": (20, 20, 20),
+    "purple": (140, 50, 190),
+    "orange": (250, 140, 20),
+}
+SHAPES = ("circle", "square", "triangle")
+SKILLS = {  # skill -> the benchmark family it stands for
+    "grounding": "RefCOCO",
+    "ocr": "DocVQA",
+    "perception": "MME",
+    "hallucination": "POPE",
+    "counting": "MMStar",
+    "ordering": "MMMU",
+}
+SPLITS = ("train", "test")
+ORDERING_GRIDS = ((2, 2), (1, 2), (2, 1))
+_DIGITS = {  # 3x5 bitmaps, drawn scaled: crisp at 64 px
+    "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
+    "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
+    "8": "111101111101111", "9": "111101111001111",
+}
+
+
+# -----------------------------------------------------------------------------
+# Scenes
+
+
+@dataclass
+class Thing:
+    """An object on the ground: shape, colour name, centre (fractions of width/height), radius."""
+
+    shape: str
+    color: str
+    x: float
+    y: float
+    r: float
+
+
+@dataclass
+class Scene:
+    """A landscape, described before it is drawn (positions are fractions of the image size)."""
+
+    horizon: float
+    lit_from_left: bool
+    sun: tuple[float, float]
+    things: list[Thing] = field(default_factory=list)
+    sign: tuple[float, float] | None = None  # top-left corner of a white sign
+    digit: str | None = None  # written on the sign
+    sky_top: tuple = (60, 120, 220)
+    sky_low: tuple = (215, 220, 230)
+    green: tuple = (75, 140, 55)
+    brown: tuple = (125, 88, 48)
+
+
+def cell_of(x: float, y: float, rows: int = 2, cols: int = 2) -> int:
+    """Position number (1..rows*cols, row-major) of the point (x, y) given as fractions."""
+    return min(int(y * rows), rows - 1) * cols + min(int(x * cols), cols - 1) + 1
+
+
+def sample_scene(rng: np.random.Generator, n_things: int | None = None, sign: bool | None = None) -> Scene:
+    """Draw a random scene: horizon near the middle, 1-4 distinct objects on the ground, maybe a sign."""
+    horizon = rng.uniform(0.4, 0.6)
+    left = bool(rng.random() < 0.5)
+    sun = (rng.uniform(0.12, 0.38) if left else rng.uniform(0.62, 0.88), rng.uniform(0.12, horizon - 0.14))
+    scene = Scene(
+        horizon=horizon, lit_from_left=left, sun=sun,
+        sky_top=tuple(rng.uniform([40, 90, 190], [90, 150, 250])),
+        sky_low=tuple(rng.uniform([190, 205, 215], [240, 235, 245])),
+        green=tuple(rng.uniform([50, 110, 30], [100, 170, 80])),
+        brown=tuple(rng.uniform([100, 70, 35], [150, 105, 60])),
+    )
+    if sign is None:
+        sign = bool(rng.random() < 0.3)
+    if sign:
+        scene.sign = (rng.uniform(0.05, 0.65), rng.uniform(horizon + 0.02, 0.7))
+        scene.digit = str(int(rng.integers(10)))
+    n = int(rng.integers(1, 5)) if n_things is None else n_things
+    kinds = [(s, c) for s in SHAPES for c in COLORS]
+    for k in rng.permutation(len(kinds))[:n]:
+        shape, color = kinds[k]
+        for _ in range(30):  # rejection sampling: objects do not overlap each other or the sign
+            y = rng.uniform(horizon + 0.08, 0.9)
+            r = 0.07 + 0.05 * (y - horizon) / (1 - horizon)  # larger lower down
+            x = rng.uniform(r, 1 - r)
+            clear = all((x - t.x) ** 2 + (y - t.y) ** 2 > (r + t.r + 0.03) ** 2 for t in scene.things)
+            if scene.sign is not None:
+                sx, sy = scene.sign
+                clear &= not (sx - r < x < sx + 0.3 + r and sy - r < y < sy + 0.28 + r)
+            if clear:
+                scene.things.append(Thing(shape, color, float(x), float(y), float(r)))
+                break
+    return scene
+
+
+def render(scene: Scene, size: int | tuple[int, int] = 64) -> Image.Image:
+    """Draw a scene: sky and ground gradients, sun, sign, objects, then the side light."""
+    w, h = (size, size) if isinstance(size, int) else size
+    hz = max(1, min(h - 1, int(round(scene.horizon * h))))
+    y = np.arange(h, dtype=np.float32)[:, None, None]
+    sky = np.array(scene.sky_top) + (y / hz) * (np.array(scene.sky_low) - np.array(scene.sky_top))
+    ground = np.array(scene.green) + ((y - hz) / max(1, h - hz)) * (np.array(scene.brown) - np.array(scene.green))
+    base = np.where(y < hz, sky, ground)
+    img = Image.fromarray(np.ascontiguousarray(np.broadcast_to(base, (h, w, 3))).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    s = min(w, h)
+    sx, sy, sr = scene.sun[0] * w, scene.sun[1] * h, 0.09 * s
+    draw.ellipse((sx - sr, sy - sr, sx + sr, sy + sr), fill=(255, 240, 140))
+    if scene.sign is not None:
+        x0, y0 = int(scene.sign[0] * w), int(scene.sign[1] * h)
+        px = max(1, round(s / 24))  # one pixel of the 3x5 digit bitmap
+        draw.rectangle((x0, y0, x0 + 5 * px, y0 + 7 * px), fill=(250, 250, 250))
+        for i, bit in enumerate(_DIGITS[scene.digit]):
+            if bit == "1":
+                r, c = divmod(i, 3)
+                bx, by = x0 + (c + 1) * px, y0 + (r + 1) * px
+                draw.rectangle((bx, by, bx + px - 1, by + px - 1), fill=(0, 0, 0))
+    for t in scene.things:
+        cx, cy, d = t.x * w, t.y * h, t.r * s
+        fill = COLORS[t.color]
+        if t.shape == "circle":
+            draw.ellipse((cx - d, cy - d, cx + d, cy + d), fill=fill)
+        elif t.shape == "square":
+            draw.rectangle((cx - d, cy - d, cx + d, cy + d), fill=fill)
+        else:
+            draw.polygon([(cx, cy - d * 1.15), (cx - d * 1.1, cy + d), (cx + d * 1.1, cy + d)], fill=fill)
+    light = np.linspace(1.15, 0.7, w, dtype=np.float32)
+    if not scene.lit_from_left:
+        light = light[::-1]
+    arr = np.asarray(img, dtype=np.float32) * light[None, :, None]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def mosaic(rng: np.random.Generator, rows: int, cols: int, size: int = 64) -> Image.Image:
+    """A grid of flat, lightly textured colour blocks: images with no landscape, for ordering."""
+    w = h = size
+    arr = np.empty((h, w, 3), dtype=np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            block = rng.uniform(20, 235, 3) + rng.normal(0, 6, (h // rows + 1, w // cols + 1, 3))
+            ys, xs = slice(r * h // rows, (r + 1) * h // rows), slice(c * w // cols, (c + 1) * w // cols)
+            arr[ys, xs] = block[: ys.stop - ys.start, : xs.stop - xs.start]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def brightness_ranks(image: Image.Image, rows: int, cols: int) -> tuple[list[int], float]:
+    """Rank of each cell's mean luminance (1 = brightest), row-major; and the smallest gap between cells."""
+    lum = np.asarray(image.convert("L"), dtype=np.float32)
+    h, w = lum.shape
+    means = np.array([lum[r * h // rows:(r + 1) * h // rows, c * w // cols:(c + 1) * w // cols].mean()
+                      for r in range(rows) for c in range(cols)])
+    order = np.argsort(-means, kind="stable")
+    ranks = np.empty(len(means), dtype=int)
+    ranks[order] = np.arange(1, len(means) + 1)
+    gap = float(np.min(np.diff(np.sort(means)))) if len(means) > 1 else float("inf")
+    return ranks.tolist(), gap
+
+
+# -----------------------------------------------------------------------------
+# Prompts: every prompt states its answer format in the jigsaw prompt's words
+
+
+def answer_instruction(what: str, example: str) -> str:
+    return (f"Output only the final answer inside <answer> </answer> as {what}, for example: "
+            f"<answer>{example}</answer>.")
+
+
+def grid_description(rows: int, cols: int) -> str:
+    """The numbered-grid paragraph, worded as in the jigsaw prompt."""
+    n = rows * cols
+    first, last = ("left", "right") if rows == 1 else ("top", "bottom") if cols == 1 else ("top-left", "bottom-right")
+    grid = "\n".join(" ".join(str(r * cols + c + 1) for c in range(cols)) for r in range(rows))
+    return f"The positions in the {rows}x{cols} grid are numbered row by row, from 1 ({first}) to {n} ({last}):\n\n{grid}"
+
+
+@dataclass
+class Item:
+    """One question about one image, with the expected answer body (what goes inside <answer>)."""
+
+    skill: str
+    image: Image.Image
+    question: str
+    answer: str
+    seed: int
+
+
+def _grounding(rng, size):
+    scene = sample_scene(rng, sign=False)
+    if rng.random() < 0.3:
+        name, (x, y) = "the sun", scene.sun
+    else:
+        t = scene.things[int(rng.integers(len(scene.things)))]
+        name, x, y = f"the {t.color} {t.shape}", t.x, t.y
+    q = (f"The image is divided into a 2x2 grid. {grid_description(2, 2)}\n\nIn which position is {name}? "
+         + answer_instruction("one number", "3"))
+    return render(scene, size), q, str(cell_of(x, y))
+
+
+def _ocr(rng, size):
+    scene = sample_scene(rng, sign=True)
+    q = "What digit is written on the white sign? " + answer_instruction("one number", "7")
+    return render(scene, size), q, scene.digit
+
+
+def _perception(rng, size):
+    kind = rng.integers(3)
+    scene = sample_scene(rng, sign=False)
+    if kind == 0:
+        q = "Which side is the light coming from, left or right? " + answer_instruction("one word", "left")
+        return render(scene, size), q, "left" if scene.lit_from_left else "right"
+    t = scene.things[int(rng.integers(len(scene.things)))]
+    if kind == 1:  # colour of a shape; other objects of that shape are removed so the question is unambiguous
+        scene.things = [u for u in scene.things if u is t or u.shape != t.shape]
+        q = f"What colour is the {t.shape}? " + answer_instruction("one word", "red")
+        return render(scene, size), q, t.color
+    scene.things = [u for u in scene.things if u is t or u.color != t.color]
+    q = f"What shape is the {t.color} object? " + answer_instruction("one word", "square")
+    return render(scene, size), q, t.shape
+
+
+def _hallucination(rng, size):
+    scene = sample_scene(rng)
+    present = {(t.color, t.shape) for t in scene.things}
+    if rng.random() < 0.5:
+        color, shape = sorted(present)[int(rng.integers(len(present)))]
+        answer = "yes"
+    else:
+        absent = sorted({(c, s) for c in COLORS for s in SHAPES} - present)
+        color, shape = absent[int(rng.integers(len(absent)))]
+        answer = "no"
+    q = f"Is there a {color} {shape} in the image? " + answer_instruction("yes or no", "yes")
+    return render(scene, size), q, answer
+
+
+def _counting(rng, size):
+    scene = sample_scene(rng, sign=bool(rng.random() < 0.3))
+    q = "How many objects stand on the ground? " + answer_instruction("one number", "2")
+    return render(scene, size), q, str(len(scene.things))
+
+
+def _ordering(rng, size):
+    rows, cols = ORDERING_GRIDS[int(rng.choice(len(ORDERING_GRIDS), p=[0.5, 0.25, 0.25]))]
+    n = rows * cols
+    for _ in range(50):  # skip images whose cells are too close in brightness to rank reliably
+        image = render(sample_scene(rng), size) if rng.random() < 0.5 else mosaic(rng, rows, cols, size)
+        ranks, gap = brightness_ranks(image, rows, cols)
+        if gap >= 8:
+            break
+    example = " ".join(map(str, np.roll(np.arange(1, n + 1), 1)))
+    q = (f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n"
+         f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.\n\n"
+         + answer_instruction(f"{n} numbers separated by spaces", example))
+    return image, q, " ".join(map(str, ranks))
+
+
+_MAKERS: dict[str, Callable] = {
+    "grounding": _grounding, "ocr": _ocr, "perception": _perception,
+    "hallucination": _hallucination, "counting": _counting, "ordering": _ordering,
+}
+
+
+def check_skills(skills) -> list[str]:
+    skills = list(SKILLS) if skills is None else list(skills)
+    unknown = [s for s in skills if s not in SKILLS]
+    if unknown or not skills:
+        raise ValueError(f"unknown skill(s) {unknown or skills}; the skills are: {', '.join(SKILLS)}")
+    return skills
+
+
+def item_seed(skill: str, split: str, i: int, seed: int = 0) -> int:
+    """The seed of item i: train and test draw from disjoint streams of one SeedSequence."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    keys = [seed, SPLITS.index(split), list(SKILLS).index(skill), i]
+    return int(np.random.SeedSequence(keys).generate_state(1, np.uint64)[0] >> 1)
+
+
+def make_item(skill: str, split: str, i: int, seed: int = 0, size: int = 64) -> Item:
+    """Item i of a skill's split; the same arguments always give the same item."""
+    check_skills([skill])
+    s = item_seed(skill, split, i, seed)
+    image, question, answer = _MAKERS[skill](np.random.default_rng(s), size)
+    return Item(skill, image, question, answer, s)
+
+
+def items(skill: str, split: str, n: int, seed: int = 0, size: int = 64) -> list[Item]:
+    """The first n items of a skill's split."""
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"a skill split needs n >= 1 items, got n={n!r}")
+    return [make_item(skill, split, i, seed, size) for i in range(n)]
+
+
+def build_dataset(n_per_skill: int | dict, split: str = "train", seed: int = 0, size: int = 64,
+                  skills=None, shuffle_seed: int | None = 0):
+    """A TRL-ready ``datasets.Dataset`` of skill items: prompt, completion, image, skill, answer."""
+    from datasets import Dataset, Features, Value
+    from datasets import Image as ImageFeature
+    from tqdm.auto import tqdm
+
+    skills = check_skills(skills)
+    counts = n_per_skill if isinstance(n_per_skill, dict) else {s: n_per_skill for s in skills}
+    rows = {k: [] for k in ("prompt", "completion", "image", "skill", "answer")}
+    total = sum(counts[s] for s in skills)
+    with tqdm(total=total, desc=f"{split} items", disable=total < 2000) as bar:
+        for skill in skills:
+            for i in range(counts[skill]):
+                item = make_item(skill, split, i, seed, size)
+                buf = io.BytesIO()
+                item.image.save(buf, format="PNG", compress_level=1)
+                rows["prompt"].append(user_turn(item.question))
+                rows["completion"].append(
+                    [{"role": "assistant", "content": [{"type": "text", "text": f"<answer>{item.answer}</answer>"}]}])
+                rows["image"].append({"bytes": buf.getvalue(), "path": None})
+                rows["skill"].append(skill)
+                rows["answer"].append(item.answer)
+                bar.update()
+    message = [{"role": Value("string"), "content": [{"type": Value("string"), "text": Value("string")}]}]
+    features = Features({"prompt": message, "completion": message, "image": ImageFeature(),
+                         "skill": Value("string"), "answer": Value("string")})
+    ds = Dataset.from_dict(rows, features=features)
+    return ds.shuffle(seed=shuffle_seed) if shuffle_seed is not None else ds
+
+
+def corpus(n: int = 40, seed: int = 0) -> list[str]:
+    """Text of the world's prompts and answers, for training the pocket tokenizer."""
+    texts = []
+    for skill in SKILLS:
+        for it in items(skill, "train", n, seed, size=16):
+            texts += [it.question, f"<answer>{it.answer}</answer>"]
+    return texts

@@ -1,0 +1,37 @@
+"""Run configs: presets per scale, overrides, and errors for unknown keys."""
+
+import pytest
+
+from jigsaw_lib import config
+from jigsaw_lib.models import PAPER_MODEL
+
+
+def test_paper_presets_follow_the_paper():
+    sft, rft = config.make("sft", "paper"), config.make("rft", "paper")
+    assert sft.base == rft.base == PAPER_MODEL
+    assert sft.grids == rft.grids == [[3, 3]]
+    assert sft.learning_rate == 2e-5 and rft.learning_rate == 1e-6
+    assert rft.beta == 0.04 and rft.num_generations == 8 and rft.temperature == 1.0
+    assert rft.use_vllm and rft.max_completion_length == 512 and rft.answer_format == "think"
+
+
+def test_overrides_and_methods():
+    cfg = config.make("rft", "pocket", learning_rate=3e-5, seed=2, trl={"top_k": 0})
+    assert (cfg.learning_rate, cfg.seed, cfg.method, cfg.trl) == (3e-5, 2, "rft", {"top_k": 0})
+    assert config.make("rollout_sft").method == "rollout_sft"
+    assert config.make("sft").to_dict()["method"] == "sft"
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"method": "dpo"}, "unknown method"),
+    ({"method": "sft", "preset": "huge"}, "unknown preset"),
+    ({"method": "sft", "learnig_rate": 1e-3}, r"unknown config key.*learnig_rate.*learning_rate"),
+    ({"method": "sft", "beta": 0.1}, r"unknown config key.*beta"),  # beta is RFT's
+    ({"method": "sft", "answer_format": "cot"}, "answer_format"),
+    ({"method": "sft", "max_steps": 0}, ">= 1"),
+])
+def test_bad_configs(kwargs, match):
+    method = kwargs.pop("method")
+    preset = kwargs.pop("preset", "pocket")
+    with pytest.raises(ValueError, match=match):
+        config.make(method, preset, **kwargs)

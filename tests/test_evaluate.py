@@ -1,0 +1,62 @@
+"""Evaluation: batched generation and scoring through the one answer parser."""
+
+import pytest
+
+from jigsaw_lib import evaluate, world
+from jigsaw_lib.models import TINY, load
+
+
+def test_skill_scoring_uses_the_strict_parser():
+    assert evaluate.score_skill_answer("<answer>Red</answer>", "red")
+    assert evaluate.score_skill_answer("<answer> 2 1  4 3 </answer>", "2 1 4 3")
+    assert not evaluate.score_skill_answer("red", "red")  # no tags
+    assert not evaluate.score_skill_answer("<answer>red</answer><answer>red</answer>", "red")
+    assert not evaluate.score_skill_answer("<answer>red</answer> blue", "red")
+    assert not evaluate.score_skill_answer("<answer>reddish</answer>", "red")
+
+
+def test_jigsaw_scoring_is_the_reward():
+    scores = evaluate.score_jigsaw(["<answer>2 1 4 3</answer>", "<answer>2 1 3 4</answer>", "2 1 4 3"],
+                                   [[2, 1, 4, 3]] * 3)
+    assert scores["exact"].tolist() == [1.0, 0.0, 0.0]
+    assert scores["hit"].tolist() == [1.0, 0.5, 0.0]
+    assert scores["well_formed"].tolist() == [1.0, 1.0, 0.0]
+
+
+def test_generate_shapes_and_sampling(tiny_pocket_dir):
+    model, processor = load(tiny_pocket_dir)
+    its = world.items("ocr", "test", 5, size=TINY.image_size)
+    prompts = [world.user_turn(it.question) for it in its]
+    images = [it.image for it in its]
+    greedy = evaluate.generate(model, processor, prompts, images, max_new_tokens=4, batch_size=2, progress=False)
+    assert len(greedy) == 5 and all(len(g) == 1 and isinstance(g[0], str) for g in greedy)
+    again = evaluate.generate(model, processor, prompts, images, max_new_tokens=4, batch_size=5, progress=False)
+    assert again == greedy  # batching and padding do not change greedy answers
+    sampled = evaluate.generate(model, processor, prompts, images, max_new_tokens=4, do_sample=True,
+                                num_samples=3, progress=False)
+    assert len(sampled) == 5 and all(len(s) == 3 for s in sampled)
+    assert processor.tokenizer.padding_side == "left"
+    with pytest.raises(ValueError, match="5 prompts but 4 images"):
+        evaluate.generate(model, processor, prompts, images[:4])
+
+
+def test_evaluate_checkpoint_rows(tiny_pocket_dir):
+    table = evaluate.evaluate_checkpoint(tiny_pocket_dir, "tiny", n_per_skill=4, grids=((1, 2),), n_jigsaw=4,
+                                         samples=2, image_size=TINY.image_size, progress=False)
+    assert set(table["skill"]) == set(world.SKILLS) | {"prior_mean", "jigsaw_1x2"}
+    jig = table[table.skill == "jigsaw_1x2"].set_index("metric")["value"]
+    assert {"exact", "hit", "well_formed", "pass_at_2", "hit_spread", "sample_hit"} <= set(jig.index)
+    assert table["value"].between(0, 1).all()
+    assert (table["model"] == "tiny").all()
+
+
+def test_evaluating_a_missing_checkpoint_names_it(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere-base"):
+        evaluate.evaluate_checkpoint(tmp_path / "nowhere-base", n_per_skill=1)
+
+
+def test_jigsaw_eval_set_is_held_out():
+    train = evaluate.puzzles.build_dataset(evaluate.puzzles.procedural_images(20, size=32), 2, 2, n=20)
+    test = evaluate.jigsaw_eval_set(2, 2, 20, image_size=32)
+    assert not set(train["seed"]) & set(test["seed"])
+    assert not {im.tobytes() for im in train["image"]} & {im.tobytes() for im in test["image"]}

@@ -1,0 +1,85 @@
+"""The study's three methods end to end on a tiny pocket model: tracked, checkpointed, resumable."""
+
+import pandas as pd
+import pytest
+from transformers import TrainerCallback
+
+from jigsaw_lib import config, train
+from jigsaw_lib.models import TINY
+
+pytestmark = pytest.mark.slow
+
+
+def tiny(method, base, **kw):
+    settings = dict(base=str(base), image_size=TINY.image_size, n_train=32, max_steps=4, batch_size=4,
+                    eval_every=2, eval_jigsaw=4, eval_prior=2, eval_kl=2, max_completion_length=8)
+    if method == "rft":
+        settings.update(num_generations=4, batch_size=2)
+    return config.make(method, "pocket", **{**settings, **kw})
+
+
+def _values(metrics):
+    m = metrics[~metrics.metric.isin(["wall_seconds"]) & ~metrics.metric.str.startswith("train/")]
+    return m.set_index(["step", "metric"])["value"].sort_index()
+
+
+def test_sft_run_tracks_every_metric(tiny_pocket_dir, tmp_path):
+    result = train.run_sft(tiny("sft", tiny_pocket_dir, save_steps=[2]), tmp_path / "sft", progress=False)
+    m = result.metrics
+    assert sorted(m.step.unique()) == [0, 1, 2, 3, 4]  # 0, 2, 4 measured; train/ logs every step
+    measured = m[m.step.isin([0, 2, 4])]
+    for metric in ["jigsaw_exact", "jigsaw_hit", "jigsaw_well_formed", "prior_mean", "kl_to_base", "wall_seconds",
+                   "prior/ocr", "prior/ordering"]:
+        assert (measured.metric == metric).sum() == 3, metric
+    assert m[(m.step == 0) & (m.metric == "kl_to_base")]["value"].item() == pytest.approx(0, abs=1e-5)
+    assert m[(m.step == 4) & (m.metric == "kl_to_base")]["value"].item() > 0
+    assert set(m.method) == {"sft"} and set(m.seed) == {0}
+    on_disk = pd.read_csv(result.output_dir / "metrics.csv")
+    assert len(on_disk) == len(m)
+    assert (result.output_dir / "model-step2" / "config.json").exists()
+    assert (result.final / "model.safetensors").exists()
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_interrupted_run_resumes_to_the_same_metrics(tiny_pocket_dir, tmp_path):
+    full = train.run_sft(tiny("sft", tiny_pocket_dir), tmp_path / "full", progress=False).metrics
+    train.run_sft(tiny("sft", tiny_pocket_dir), tmp_path / "cut", progress=False, callbacks=[StopAt(2)])
+    resumed = train.run_sft(tiny("sft", tiny_pocket_dir), tmp_path / "cut", progress=False, resume=True).metrics
+    pd.testing.assert_series_equal(_values(full), _values(resumed), check_exact=False, rtol=1e-4, atol=1e-5)
+
+
+def test_rft_run_logs_rewards_and_collapse_signals(tiny_pocket_dir, tmp_path):
+    result = train.run_rft(tiny("rft", tiny_pocket_dir, max_steps=2), tmp_path / "rft", progress=False)
+    metrics = set(result.metrics.metric)
+    assert {"train/frac_reward_zero_std", "train/entropy", "train/reward", "jigsaw_exact", "kl_to_base"} <= metrics
+
+
+def test_rollout_sft_needs_correct_rollouts(tiny_pocket_dir, tmp_path):
+    # a random model never answers a puzzle correctly: the run says so instead of training on nothing
+    cfg = tiny("rollout_sft", tiny_pocket_dir, rollouts_from=str(tiny_pocket_dir), n_train=4, rollouts_per_prompt=2)
+    with pytest.raises(ValueError, match="no correct rollout"):
+        train.run_rollout_sft(cfg, tmp_path / "ro", progress=False)
+    with pytest.raises(ValueError, match="rollouts_from"):
+        train.run_rollout_sft(tiny("rollout_sft", tiny_pocket_dir), tmp_path / "ro2", progress=False)
+
+
+def test_collect_rollouts_keeps_distinct_correct_ones(tiny_pocket_dir, monkeypatch):
+    data = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=3))
+    sol = [" ".join(map(str, s)) for s in data["solution"]]
+    fake = [[f"<answer>{sol[0]}</answer>", f"<answer>{sol[0]}</answer>", "<answer>1</answer>"],
+            ["nope", "nope", "nope"],
+            [f"<answer>{sol[2]}</answer>", "junk", f" <answer>{sol[2]}</answer>"]]
+    monkeypatch.setattr("jigsaw_lib.evaluate.generate", lambda *a, **k: fake)
+    kept, stats = train.collect_rollouts(tiny_pocket_dir, data, per_prompt=3, progress=False)
+    texts = [row[0]["content"][0]["text"] for row in kept["completion"]]
+    assert texts == [f"<answer>{sol[0]}</answer>", f"<answer>{sol[2]}</answer>", f" <answer>{sol[2]}</answer>"]
+    assert kept["solution"] == [data["solution"][0], data["solution"][2], data["solution"][2]]
+    assert stats == {"prompts": 3, "rollouts": 9, "correct_distinct": 3, "prompts_with_correct": 2}

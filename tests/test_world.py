@@ -1,0 +1,90 @@
+"""The pocket world: deterministic skills, disjoint splits, stated formats, correct answers."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jigsaw_lib import answers, puzzles, world
+
+
+@pytest.mark.parametrize("skill", list(world.SKILLS))
+def test_items_are_deterministic_and_splits_disjoint(skill):
+    a = world.items(skill, "train", 30)
+    b = world.items(skill, "train", 30)
+    assert [(x.question, x.answer, x.image.tobytes()) for x in a] == [(x.question, x.answer, x.image.tobytes()) for x in b]
+    test = world.items(skill, "test", 30)
+    train_keys = {(x.question, x.image.tobytes()) for x in world.items(skill, "train", 300)}
+    assert not train_keys & {(x.question, x.image.tobytes()) for x in test}
+    assert not {x.seed for x in world.items(skill, "train", 300)} & {x.seed for x in test}
+
+
+@pytest.mark.parametrize("skill", list(world.SKILLS))
+def test_every_prompt_states_its_answer_format(skill):
+    for it in world.items(skill, "test", 20):
+        assert "Output only the final answer inside <answer> </answer> as " in it.question
+        assert it.image.size == (64, 64) and it.image.mode == "RGB"
+        assert it.answer and "<" not in it.answer
+
+
+def test_answers_are_balanced_enough():
+    def share(skill, value, n=400):
+        return np.mean([it.answer == value for it in world.items(skill, "test", n)])
+
+    assert 0.4 < share("hallucination", "yes") < 0.6
+    assert 0.4 < share("perception", "left", 600) / (share("perception", "left", 600) + share("perception", "right", 600)) < 0.6
+    counts = {it.answer for it in world.items("counting", "test", 200)}
+    assert counts == {"1", "2", "3", "4"}
+    cells = {it.answer for it in world.items("grounding", "test", 200)}
+    assert cells == {"1", "2", "3", "4"}
+
+
+def test_ordering_answers_in_the_jigsaw_format():
+    for it in world.items("ordering", "test", 60):
+        n = len(it.answer.split())
+        assert n in (2, 4)
+        # exactly the jigsaw's answer format: the jigsaw parser accepts it
+        assert answers.parse_answer(f"<answer>{it.answer}</answer>", n) is not None
+        assert "1 (top-left)" in it.question or "1 (left)" in it.question or "1 (top)" in it.question
+
+
+def test_brightness_ranks_on_a_known_image():
+    arr = np.zeros((4, 4, 3), dtype=np.uint8)
+    arr[:2, :2], arr[:2, 2:], arr[2:, :2], arr[2:, 2:] = 50, 200, 120, 10
+    ranks, gap = world.brightness_ranks(Image.fromarray(arr), 2, 2)
+    assert ranks == [3, 1, 2, 4]
+    assert gap == pytest.approx(40, abs=1)
+
+
+def test_ground_truth_matches_the_scene():
+    rng = np.random.default_rng(3)
+    scene = world.sample_scene(rng, n_things=2, sign=True)
+    img = np.asarray(world.render(scene, 64), dtype=float)
+    lum = img.mean(axis=2)
+    left, right = lum[:, :32].mean(), lum[:, 32:].mean()
+    assert (left > right) == scene.lit_from_left
+    assert world.cell_of(*scene.sun) in (1, 2)  # the sun is in the sky
+    assert all(t.y > scene.horizon for t in scene.things)  # objects stand on the ground
+    assert scene.digit in "0123456789"
+
+
+def test_procedural_puzzle_images_come_from_the_world():
+    a = puzzles.procedural_scene(64, seed=5)
+    b = world.render(world.sample_scene(np.random.default_rng(5)), 64)
+    assert a.tobytes() == b.tobytes()
+
+
+def test_bad_input_errors():
+    with pytest.raises(ValueError, match="unknown skill.*'juggling'.*grounding"):
+        world.items("juggling", "test", 5)
+    with pytest.raises(ValueError, match="n >= 1"):
+        world.items("ocr", "test", 0)
+    with pytest.raises(ValueError, match="split"):
+        world.items("ocr", "validation", 3)
+
+
+def test_build_dataset_is_trl_ready():
+    ds = world.build_dataset({"ocr": 3, "ordering": 2}, skills=["ocr", "ordering"])
+    assert len(ds) == 5 and set(ds["skill"]) == {"ocr", "ordering"}
+    row = ds[0]
+    assert [p["type"] for p in row["prompt"][0]["content"]] == ["text", "image"]
+    assert row["completion"][0]["content"][0]["text"] == f"<answer>{row['answer']}</answer>"
