@@ -132,9 +132,11 @@ def evaluate_jigsaw(model, processor, grids=((1, 2), (2, 2), (3, 3)), n: int = 2
             rows.append({"skill": skill, "metric": metric, "value": float(values.mean()), "n": n})
         records += [{"skill": skill, "sample": -1, "completion": g, "solution": s} for g, s in zip(greedy, solutions)]
         if samples:
-            sampled = generate(model, processor, prompts, images, max_new_tokens=budget, batch_size=batch_size,
-                               do_sample=True, temperature=temperature, num_samples=samples, progress=progress,
-                               desc=f"jigsaw {r}x{c} x{samples}")
+            with torch.random.fork_rng():  # seeded: the same samples on every run; the caller's RNG untouched
+                torch.manual_seed(seed)
+                sampled = generate(model, processor, prompts, images, max_new_tokens=budget, batch_size=batch_size,
+                                   do_sample=True, temperature=temperature, num_samples=samples,
+                                   progress=progress, desc=f"jigsaw {r}x{c} x{samples}")
             flat = [s for group in sampled for s in group]
             per = score_jigsaw(flat, [s for s in solutions for _ in range(samples)], answer_format)
             hit = per["hit"].reshape(n, samples)

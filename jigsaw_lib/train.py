@@ -255,8 +255,13 @@ def main(argv=None) -> int:
     method = args.method.replace("-", "_")
     cfg = config.make(method, args.preset, **overrides)
     result = RUNNERS[method](cfg, args.output_dir, resume=args.resume, prior=not args.no_prior)
-    last = result.metrics[result.metrics.step == result.metrics.step.max()]
-    print(last[~last.metric.str.startswith("train/")].to_string(index=False))
+    from accelerate import PartialState
+
+    state = PartialState()
+    print(f"process {state.process_index} of {state.num_processes} finished {method}", flush=True)
+    if state.is_main_process:
+        last = result.metrics[result.metrics.step == result.metrics.step.max()]
+        print(last[~last.metric.str.startswith("train/")].to_string(index=False))
     return 0
 
 

@@ -1,5 +1,6 @@
 """Evaluation: batched generation and scoring through the one answer parser."""
 
+import pandas as pd
 import pytest
 
 from jigsaw_lib import evaluate, world
@@ -48,6 +49,9 @@ def test_evaluate_checkpoint_rows(tiny_pocket_dir):
     assert {"exact", "hit", "well_formed", "pass_at_2", "hit_spread", "sample_hit"} <= set(jig.index)
     assert table["value"].between(0, 1).all()
     assert (table["model"] == "tiny").all()
+    again = evaluate.evaluate_checkpoint(tiny_pocket_dir, "tiny", n_per_skill=4, grids=((1, 2),), n_jigsaw=4,
+                                         samples=2, image_size=TINY.image_size, progress=False)
+    pd.testing.assert_frame_equal(table, again)  # sampling is seeded: the same numbers every run
 
 
 def test_evaluating_a_missing_checkpoint_names_it(tmp_path):

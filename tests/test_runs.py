@@ -83,3 +83,26 @@ def test_collect_rollouts_keeps_distinct_correct_ones(tiny_pocket_dir, monkeypat
     assert texts == [f"<answer>{sol[0]}</answer>", f"<answer>{sol[2]}</answer>", f" <answer>{sol[2]}</answer>"]
     assert kept["solution"] == [data["solution"][0], data["solution"][2], data["solution"][2]]
     assert stats == {"prompts": 3, "rollouts": 9, "correct_distinct": 3, "prompts_with_correct": 2}
+
+
+def test_cli_under_accelerate_launch_with_two_cpu_processes(tiny_pocket_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    accelerate = Path(sys.executable).with_name("accelerate")
+    out = tmp_path / "ddp"
+    cmd = [str(accelerate), "launch", "--config_file", str(root / "configs/accelerate/cpu_2proc.yaml"),
+           "-m", "jigsaw_lib.train", "sft", "--preset", "pocket", "--no-prior", "--output-dir", str(out),
+           "--set", f"base={tiny_pocket_dir}", "--set", f"image_size={TINY.image_size}", "--set", "max_steps=2",
+           "--set", "batch_size=4", "--set", "n_train=16", "--set", "eval_every=2", "--set", "eval_jigsaw=4",
+           "--set", "eval_kl=2", "--set", "max_completion_length=8"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "process 0 of 2 finished sft" in run.stdout and "process 1 of 2 finished sft" in run.stdout
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert sorted(metrics[metrics.metric == "jigsaw_exact"].step) == [0, 2]
+    assert (out / "final" / "model.safetensors").exists()
