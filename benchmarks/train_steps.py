@@ -30,7 +30,6 @@ def main():
     a = parser.parse_args()
     rows, cols = (int(x) for x in a.grid.split("x"))
     spec = PocketSpec()
-    torch.set_num_threads(torch.get_num_threads())
     n = max(a.sft_batch, a.grpo_prompts) * (a.steps + 1)
     data = puzzles.build_dataset(puzzles.procedural_images(n, size=spec.image_size), rows, cols, n=n,
                                  answer_format="direct")

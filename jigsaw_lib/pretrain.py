@@ -77,7 +77,8 @@ def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT
     build_pocket(config.spec, corpus=corpus, save_dir=init_dir)
     model, processor = load(init_dir)
     data = world.build_dataset(config.items_per_skill(), "train", seed=config.seed,
-                               size=config.spec.image_size, skills=list(config.mix), shuffle_seed=config.seed)
+                               size=config.spec.image_size, skills=list(config.mix), shuffle_seed=config.seed,
+                               progress=progress)
     data_seconds = time.perf_counter() - start
     trainer = train.sft_trainer(
         model, processor, data, out_dir / "trainer", max_steps=config.steps,

@@ -336,7 +336,7 @@ def items(skill: str, split: str, n: int, seed: int = 0, size: int = 64) -> list
 
 
 def build_dataset(n_per_skill: int | dict, split: str = "train", seed: int = 0, size: int = 64,
-                  skills=None, shuffle_seed: int | None = 0):
+                  skills=None, shuffle_seed: int | None = 0, progress: bool = True):
     """A TRL-ready ``datasets.Dataset`` of skill items: prompt, completion, image, skill, answer."""
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
@@ -346,7 +346,7 @@ def build_dataset(n_per_skill: int | dict, split: str = "train", seed: int = 0, 
     counts = n_per_skill if isinstance(n_per_skill, dict) else {s: n_per_skill for s in skills}
     rows = {k: [] for k in ("prompt", "completion", "image", "skill", "answer")}
     total = sum(counts[s] for s in skills)
-    with tqdm(total=total, desc=f"{split} items", disable=total < 2000) as bar:
+    with tqdm(total=total, desc=f"{split} items", disable=not progress or total < 2000) as bar:
         for skill in skills:
             for i in range(counts[skill]):
                 item = make_item(skill, split, i, seed, size)
