@@ -13,8 +13,11 @@ response's tokens (the prompt and image are context, never scored).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+from transformers import TrainerCallback
 
 
 def _response_batch(processor, prompts, images, responses, add_eos: bool):
@@ -120,3 +123,505 @@ class KLProbe:
         logprobs, _ = sequence_logprobs(model, self.processor, self.prompts, self.images, self.responses,
                                         batch_size=self.batch_size)
         return float(np.mean(self.base_logprobs - logprobs))
+
+
+# -----------------------------------------------------------------------------
+# Data sources: (prompt, image, response) triples
+
+
+@dataclass
+class Samples:
+    """(prompt, image, response) triples of one data source; responses are text or token ids."""
+
+    prompts: list
+    images: list
+    responses: list
+
+    def __post_init__(self):
+        if not len(self.prompts) == len(self.images) == len(self.responses):
+            raise ValueError(f"Samples: {len(self.prompts)} prompts, {len(self.images)} images, "
+                             f"{len(self.responses)} responses: they must match one to one")
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def select(self, index) -> "Samples":
+        index = list(index)
+        return Samples([self.prompts[i] for i in index], [self.images[i] for i in index],
+                       [self.responses[i] for i in index])
+
+    def head(self, n: int) -> "Samples":
+        return self.select(range(min(n, len(self))))
+
+    @classmethod
+    def from_dataset(cls, data) -> "Samples":
+        """A TRL dataset's rows (``prompt``, ``image``, ``completion``): the completion is the response."""
+        from .answers import completion_text
+
+        return cls(list(data["prompt"]), list(data["image"]), [completion_text(c) for c in data["completion"]])
+
+
+def prior_samples(n_per_skill: int, *, split: str = "test", seed: int = 0, size: int = 64, skills=None) -> Samples:
+    """Prior-knowledge samples x_v: world items with their correct answers, ``n_per_skill`` of each skill."""
+    from .puzzles import user_turn
+    from .world import check_skills, items
+
+    triples = [(user_turn(it.question), it.image, f"<answer>{it.answer}</answer>")
+               for skill in check_skills(skills) for it in items(skill, split, n_per_skill, seed, size)]
+    return Samples(*map(list, zip(*triples)))
+
+
+def _place(pos: int, rows: int, cols: int) -> str:
+    r, c = divmod(pos - 1, cols)
+    vert = "top" if r == 0 else "bottom" if r == rows - 1 else f"row {r + 1}"
+    horiz = "left" if c == 0 else "right" if c == cols - 1 else f"column {c + 1}"
+    if rows == 1:
+        return horiz
+    if cols == 1:
+        return vert
+    return f"{vert} {horiz}".replace("row ", "middle row ").replace("column ", "middle column ")
+
+
+_CUES = (
+    "its colours continue the neighbouring piece without a seam",
+    "the line of the horizon lines up with the piece beside it",
+    "the light across it matches the side it came from",
+    "the edge it shares with the next piece carries the same pattern",
+    "what is cut at its border continues on the piece next to it",
+)
+
+
+def reasoning_trace(solution, rows: int, cols: int, seed: int = 0) -> str:
+    """A step-by-step explanation of a puzzle's solution, in a style the pocket base model never saw.
+
+    The stand-in for the paper's teacher (GPT-4o) reasoning: fluent, off-distribution text that walks
+    through every piece and ends in the right answer (``<think>...</think> <answer>...</answer>``).
+    """
+    from .answers import format_answer
+
+    rng = np.random.default_rng(seed)
+    n = rows * cols
+    if sorted(solution) != list(range(1, n + 1)):
+        raise ValueError(f"reasoning_trace: solution {solution} is not a permutation of 1..{n}")
+    steps = [f"Let me reason step by step about the {rows} by {cols} puzzle, one piece at a time."]
+    for here, there in enumerate(solution, start=1):
+        cue = _CUES[int(rng.integers(len(_CUES)))]
+        steps.append(f"The piece now at position {here} belongs at the {_place(there, rows, cols)}, "
+                     f"which is position {there}, because {cue}.")
+    steps.append("Checking that every position is used exactly once, the arrangement is consistent.")
+    return format_answer(solution, think=" ".join(steps))
+
+
+def reasoning_samples(data) -> Samples:
+    """The reasoning corpus for a puzzle dataset: each puzzle with :func:`reasoning_trace` as response."""
+    responses = [reasoning_trace(list(sol), r, c, seed=int(s))
+                 for sol, r, c, s in zip(data["solution"], data["rows"], data["cols"], data["seed"])]
+    return Samples(list(data["prompt"]), list(data["image"]), responses)
+
+
+def study_sources(data, *, rft_final=None, rft_early=None, per_prompt: int = 8, max_new_tokens: int = 24,
+                  progress: bool = True) -> tuple[dict, dict]:
+    """The four data sources of the paper's landscape, on the same puzzles ``data``:
+
+    ``sft_answers`` (ground truth), ``rft_rollouts`` / ``rft_rollouts_early`` (the distinct correct
+    rollouts of an RFT checkpoint, by rejection sampling; left out, with a note in the stats, when a
+    checkpoint is not given or gets nothing right) and ``reasoning`` (:func:`reasoning_trace`).
+    Returns ``(sources, stats)``.
+    """
+    from .train import collect_rollouts
+
+    sources, stats = {"sft_answers": Samples.from_dataset(data)}, {}
+    for name, checkpoint in (("rft_rollouts", rft_final), ("rft_rollouts_early", rft_early)):
+        if not checkpoint:
+            stats[name] = "no checkpoint given"
+            continue
+        rollouts, stats[name] = collect_rollouts(checkpoint, data, per_prompt, max_new_tokens=max_new_tokens,
+                                                 answer_format=data[0]["answer_format"], progress=progress)
+        if len(rollouts):
+            sources[name] = Samples.from_dataset(rollouts)
+    sources["reasoning"] = reasoning_samples(data)
+    return sources, stats
+
+
+def landscape(model, processor, sources: dict, *, batch_size: int = 32) -> "pd.DataFrame":
+    """The probability landscape: every response of every source scored under ``model`` (the base).
+
+    One row per response: ``source, index, logprob, n_tokens, perplexity`` (per-token).
+    """
+    import pandas as pd
+
+    frames = []
+    for name, s in sources.items():
+        lp, n = sequence_logprobs(model, processor, s.prompts, s.images, s.responses, batch_size=batch_size)
+        frames.append(pd.DataFrame({"source": name, "index": np.arange(len(s)), "logprob": lp, "n_tokens": n,
+                                    "perplexity": perplexity(lp, n)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+# -----------------------------------------------------------------------------
+# Gradients: per-sample gradients of log pi(y | x), in full or in a subspace
+
+
+def select_parameters(model, subspace: str = "full") -> list:
+    """The parameters influence is measured in: ``"full"`` (every trainable one), ``"lora"`` (the LoRA
+    adapter weights of a peft model), or a regular expression matched against parameter names
+    (e.g. ``"lm_head|layers\\.3\\."`` for the output head and the last text layer)."""
+    import re
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if subspace == "full":
+        chosen = named
+    elif subspace == "lora":
+        chosen = [(n, p) for n, p in named if "lora_" in n]
+    else:
+        pattern = re.compile(subspace)
+        chosen = [(n, p) for n, p in named if pattern.search(n)]
+    if not chosen:
+        raise ValueError(f"select_parameters: no trainable parameter matches subspace {subspace!r} "
+                         "(use 'full', 'lora' on a peft model, or a regex of parameter names)")
+    return [p for _, p in chosen]
+
+
+class CountSketch:
+    """A random projection of gradients to ``k`` dimensions, for models whose full per-sample gradients
+    cannot be held (LESS, Xia et al. 2024, projects them at random too).
+
+    A count sketch (a sparse Johnson-Lindenstrauss transform): every coordinate is added, with a random
+    sign, to one of ``k`` buckets, so ``<Sx, Sy>`` estimates ``<x, y>`` without bias and costs O(D) per
+    gradient. The hash of a parameter is drawn from ``seed`` and its index, so the projection is the
+    same for every sample (and is regenerated on demand, never stored as a k x D matrix).
+    """
+
+    def __init__(self, k: int, seed: int = 0):
+        if k < 1:
+            raise ValueError(f"CountSketch: k must be >= 1, got {k}")
+        self.k, self.seed, self._hashes = k, seed, {}
+
+    def _hash(self, i: int, n: int, device):
+        if i not in self._hashes:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+            bucket = torch.randint(self.k, (n,), generator=gen)
+            sign = torch.randint(2, (n,), generator=gen, dtype=torch.float32) * 2 - 1
+            self._hashes[i] = (bucket.to(device), sign.to(device))
+        return self._hashes[i]
+
+    def __call__(self, grads: list) -> torch.Tensor:
+        out = torch.zeros(self.k, dtype=torch.float32, device=grads[0].device)
+        for i, g in enumerate(grads):
+            bucket, sign = self._hash(i, g.numel(), g.device)
+            out.index_add_(0, bucket, g.reshape(-1).float() * sign)
+        return out
+
+
+def _response_stats(model, batch, mask):
+    """Per sequence: log pi(y|x) summed over response tokens, and sqrt(sum_t ||e_{y_t} - p_t||^2).
+
+    The second is the norm of the gradient of log pi(y|x) with respect to the logits: |A(x_v)| for a
+    probed sample, |G(x_u)| for a trained one, in Ren & Sutherland's decomposition.
+    """
+    logits = model(**batch).logits.float()[:, :-1]
+    logp = torch.log_softmax(logits, dim=-1)
+    ids = batch["input_ids"][:, 1:, None]
+    m = mask[:, 1:].to(logits.device)
+    token = logp.gather(-1, ids).squeeze(-1)
+    p = logp.exp()
+    sq = (1 - 2 * token.exp() + (p * p).sum(-1)).clamp_min(0)
+    return (token * m).sum(1), (sq * m).sum(1).sqrt()
+
+
+@dataclass
+class Gradients:
+    """Per-sample gradients of log pi(y|x) (rows of ``vectors``) and what the normalisation needs."""
+
+    vectors: torch.Tensor  # (N, D) full, (N, D_subspace), or (N, k) projected
+    logprob: np.ndarray
+    logit_norm: np.ndarray  # |A| (probe) or |G| (train): see _response_stats
+
+    @property
+    def norms(self) -> np.ndarray:
+        return self.vectors.norm(dim=1).cpu().numpy()
+
+
+def _sample_gradient(model, processor, samples: Samples, i: int, params: list):
+    """Gradient of log pi(y_i|x_i) in ``params`` (one forward and backward), log pi itself, and |e_y - p|."""
+    batch, mask = _response_batch(processor, samples.prompts[i:i + 1], samples.images[i:i + 1],
+                                  samples.responses[i:i + 1], add_eos=True)
+    batch = {k: v.to(model.device) for k, v in batch.items()}
+    lp, norm = _response_stats(model, batch, mask)
+    return torch.autograd.grad(lp[0], params), lp.item(), norm.item()
+
+
+def response_gradients(model, processor, samples: Samples, *, subspace: str = "full", project: int | None = None,
+                       seed: int = 0, progress: bool = False) -> Gradients:
+    """Gradient of log pi(y|x) for every sample, one forward and backward each (the pocket model is small
+    enough that a loop beats padding a batch); ``project=k`` count-sketches each gradient to k numbers."""
+    from tqdm.auto import tqdm
+
+    params = select_parameters(model, subspace)
+    sketch = CountSketch(project, seed) if project else None
+    was_training = model.training
+    model.eval()
+    vectors, logprob, norm = [], [], []
+    try:
+        for i in tqdm(range(len(samples)), desc="gradients", disable=not progress):
+            grads, lp, n = _sample_gradient(model, processor, samples, i, params)
+            vectors.append(sketch(grads) if sketch else torch.cat([g.reshape(-1).float() for g in grads]))
+            logprob.append(lp)
+            norm.append(n)
+    finally:
+        model.train(was_training)
+    return Gradients(torch.stack(vectors), np.array(logprob), np.array(norm))
+
+
+# -----------------------------------------------------------------------------
+# Influence of a step on x_u on log pi(y_v | x_v): magnitude and direction
+
+
+@dataclass
+class Influence:
+    """How one step on each training sample u moves the log-probability of each probe sample v.
+
+    ``delta[u, v]``: the change of log pi(y_v|x_v) after one SGD step of size ``lr`` on -log pi(y_u|x_u)
+    (measured, or its first-order prediction lr * <g_u, g_v>). ``magnitude`` normalises it as Ren &
+    Sutherland do: |delta| / (lr |A(x_v)| |G(x_u)|), a lower bound on the norm of the empirical NTK
+    K(x_v, x_u), comparable across sources whose answers differ in length and confidence.
+    """
+
+    delta: np.ndarray  # (U, V)
+    lr: float
+    train_norm: np.ndarray  # |G(x_u)|
+    probe_norm: np.ndarray  # |A(x_v)|
+    cosine: np.ndarray | None = None  # (U, V) gradient cosine, the direction
+
+    @property
+    def magnitude(self) -> np.ndarray:
+        return np.abs(self.delta) / (self.lr * np.outer(self.train_norm, self.probe_norm) + 1e-30)
+
+    @property
+    def signed(self) -> np.ndarray:
+        return self.delta / (self.lr * np.outer(self.train_norm, self.probe_norm) + 1e-30)
+
+    def summary(self) -> dict:
+        out = {"influence": float(self.magnitude.mean()), "influence_signed": float(self.signed.mean()),
+               "delta_logprob": float(self.delta.mean())}
+        if self.cosine is not None:
+            out["gradient_cosine"] = float(self.cosine.mean())
+        return out
+
+
+def gradient_influence(model, processor, train: Samples, probe: Samples, *, lr: float = 1.0,
+                       subspace: str = "full", project: int | None = None, seed: int = 0,
+                       progress: bool = False) -> Influence:
+    """First-order influence: ``delta = lr * <g_u, g_v>`` from per-sample gradients, and their cosine."""
+    gu = response_gradients(model, processor, train, subspace=subspace, project=project, seed=seed, progress=progress)
+    gv = response_gradients(model, processor, probe, subspace=subspace, project=project, seed=seed, progress=progress)
+    inner = (gu.vectors @ gv.vectors.T).cpu().numpy()
+    cosine = inner / (np.outer(gu.norms, gv.norms) + 1e-30)
+    return Influence(lr * inner, lr, gu.logit_norm, gv.logit_norm, cosine)
+
+
+def step_influence(model, processor, train: Samples, probe: Samples, *, lr: float = 1e-3, subspace: str = "full",
+                   batch_size: int = 64, progress: bool = False) -> Influence:
+    """Measured influence: for each u, one SGD step ``theta += lr * grad log pi(y_u|x_u)`` (in the chosen
+    parameters), the probe set re-scored, the parameters restored. Exact, not first-order; U steps."""
+    from tqdm.auto import tqdm
+
+    params = select_parameters(model, subspace)
+    saved = [p.detach().clone() for p in params]
+    base, _ = sequence_logprobs(model, processor, probe.prompts, probe.images, probe.responses, batch_size=batch_size)
+    probe_norm = _logit_norms(model, processor, probe, batch_size)
+    was_training = model.training
+    model.eval()
+    delta, train_norm = np.zeros((len(train), len(probe))), np.zeros(len(train))
+    try:
+        for u in tqdm(range(len(train)), desc="influence steps", disable=not progress):
+            grads, _, train_norm[u] = _sample_gradient(model, processor, train, u, params)
+            with torch.no_grad():
+                for p, g in zip(params, grads):
+                    p.add_(g, alpha=lr)
+            after, _ = sequence_logprobs(model, processor, probe.prompts, probe.images, probe.responses,
+                                         batch_size=batch_size)
+            delta[u] = after - base
+            with torch.no_grad():
+                for p, s in zip(params, saved):
+                    p.copy_(s)
+    finally:
+        with torch.no_grad():
+            for p, s in zip(params, saved):
+                p.copy_(s)
+        model.train(was_training)
+    return Influence(delta, lr, train_norm, probe_norm)
+
+
+@torch.no_grad()
+def _logit_norms(model, processor, samples: Samples, batch_size: int) -> np.ndarray:
+    out = []
+    for start in range(0, len(samples), batch_size):
+        sl = slice(start, start + batch_size)
+        batch, mask = _response_batch(processor, samples.prompts[sl], samples.images[sl], samples.responses[sl], True)
+        batch = {k: v.to(model.device) for k, v in batch.items()}
+        out.append(_response_stats(model, batch, mask)[1].cpu().numpy())
+    return np.concatenate(out)
+
+
+def symmetry(model, processor, a: Samples, b: Samples, *, lr: float = 1e-3, **kw) -> "pd.DataFrame":
+    """The first-order symmetry check: the influence of a step on u in ``a`` on v in ``b``, against that of
+    a step on v on u. Rows ``u, v, u_on_v, v_on_u`` (log-prob changes); to first order they are equal."""
+    import pandas as pd
+
+    ab = step_influence(model, processor, a, b, lr=lr, **kw)
+    ba = step_influence(model, processor, b, a, lr=lr, **kw)
+    u, v = np.meshgrid(np.arange(len(a)), np.arange(len(b)), indexing="ij")
+    return pd.DataFrame({"u": u.ravel(), "v": v.ravel(), "u_on_v": ab.delta.ravel(), "v_on_u": ba.delta.T.ravel()})
+
+
+# -----------------------------------------------------------------------------
+# During training: probe log-probabilities, influence along a run
+
+
+class ProbeCallback(TrainerCallback):
+    """A TRL/transformers callback that scores fixed probe sets every ``every`` steps (and at step 0).
+
+    ``probes`` maps a source name to :class:`Samples`; rows ``source, step, metric, value`` with the
+    mean ``logprob`` (summed over response tokens) and mean per-token ``perplexity``. Pass it to any
+    run of :mod:`jigsaw_lib.train` (``callbacks=[ProbeCallback(...)]``); ``path`` appends rows to a CSV.
+    """
+
+    def __init__(self, processor, probes: dict, every: int, *, path=None, batch_size: int = 32):
+        if every < 1:
+            raise ValueError(f"ProbeCallback: every must be >= 1, got {every}")
+        self.processor, self.probes, self.every, self.batch_size = processor, probes, every, batch_size
+        self.path, self.rows = path, []
+
+    def measure(self, model, step: int):
+        import pandas as pd
+
+        rows = []
+        for name, s in self.probes.items():
+            lp, n = sequence_logprobs(model, self.processor, s.prompts, s.images, s.responses,
+                                      batch_size=self.batch_size)
+            rows += [{"source": name, "step": step, "metric": "logprob", "value": float(lp.mean())},
+                     {"source": name, "step": step, "metric": "perplexity", "value": float(perplexity(lp, n).mean())}]
+        self.rows += rows
+        if self.path is not None:
+            from pathlib import Path
+
+            path = Path(self.path)
+            pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if state.global_step == 0 and state.is_world_process_zero:
+            self.measure(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 and state.is_world_process_zero:
+            self.measure(model, state.global_step)
+
+    def table(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["source", "step", "metric", "value"])
+
+
+class InfluenceCallback(TrainerCallback):
+    """Measures, at chosen steps of a run, the influence of the run's own training samples on a prior
+    probe set (:func:`step_influence`, plus the gradient cosine) and their perplexity under the model."""
+
+    def __init__(self, processor, source: str, train: Samples, probe: Samples, steps, *, lr: float = 1e-3,
+                 subspace: str = "full"):
+        self.processor, self.source, self.train, self.probe = processor, source, train, probe
+        self.steps, self.lr, self.subspace, self.rows = set(steps), lr, subspace, []
+
+    def measure(self, model, step: int):
+        inf = step_influence(model, self.processor, self.train, self.probe, lr=self.lr, subspace=self.subspace)
+        first = gradient_influence(model, self.processor, self.train, self.probe, lr=self.lr, subspace=self.subspace)
+        lp, n = sequence_logprobs(model, self.processor, self.train.prompts, self.train.images, self.train.responses)
+        values = {**inf.summary(), "gradient_cosine": float(first.cosine.mean()),
+                  "influence_first_order": float(first.magnitude.mean()),
+                  "perplexity": float(perplexity(lp, n).mean())}
+        self.rows += [{"source": self.source, "step": step, "metric": k, "value": v} for k, v in values.items()]
+        model.train()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if 0 in self.steps and state.global_step == 0:
+            self.measure(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step in self.steps:
+            self.measure(model, state.global_step)
+
+    def table(self) -> "pd.DataFrame":
+        import pandas as pd
+
+        return pd.DataFrame(self.rows, columns=["source", "step", "metric", "value"])
+
+
+def samples_dataset(samples: Samples):
+    """A TRL SFT dataset (prompt, completion, image) whose completions are the samples' responses."""
+    from datasets import Dataset
+
+    if any(not isinstance(r, str) for r in samples.responses):
+        raise ValueError("samples_dataset: responses must be text to train on them")
+    return Dataset.from_dict({
+        "prompt": samples.prompts, "image": samples.images,
+        "completion": [[{"role": "assistant", "content": [{"type": "text", "text": r}]}] for r in samples.responses],
+    })
+
+
+def influence_over_training(base, sources: dict, probe: Samples, *, steps=(0, 10, 25, 50), n_influence: int = 16,
+                            learning_rate: float = 1e-3, batch_size: int = 16, lr_probe: float = 1e-3,
+                            seed: int = 0, output_dir=None, progress: bool = True) -> "pd.DataFrame":
+    """For each data source, SFT the base model on it (TRL's SFTTrainer) and measure, at ``steps``, the
+    influence of its first ``n_influence`` samples on the prior ``probe`` set: the paper's magnitude
+    curves (answers-only vs teacher reasoning vs RFT rollouts). Rows ``source, step, metric, value``."""
+    import tempfile
+
+    import pandas as pd
+
+    from . import train
+    from .models import load
+
+    frames = []
+    for name, samples in sources.items():
+        model, processor = load(base, dtype=torch.float32)
+        cb = InfluenceCallback(processor, name, samples.head(n_influence), probe, steps, lr=lr_probe)
+        out = output_dir or tempfile.mkdtemp(prefix=f"influence-{name}-")
+        trainer = train.sft_trainer(model, processor, samples_dataset(samples), out, max_steps=max(steps),
+                                    per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+                                    lr_scheduler_type="constant", seed=seed, data_seed=seed, disable_tqdm=not progress)
+        trainer.add_callback(cb)
+        trainer.train()
+        frames.append(cb.table())
+    return pd.concat(frames, ignore_index=True)
+
+
+# -----------------------------------------------------------------------------
+# KL to the base model against forgetting ("RL's Razor")
+
+
+def kl_forgetting(metrics: "pd.DataFrame") -> tuple["pd.DataFrame", dict]:
+    """Points (method, seed, step, kl_to_base, forgetting) from a metrics table, and a least-squares line.
+
+    ``forgetting`` = prior_mean at step 0 of the run minus prior_mean at the step (points are a run's
+    evaluations after step 0). The fit: slope, intercept, Pearson r and Spearman rho over all points
+    (r and rho are NaN when either quantity does not vary).
+    """
+    need = {"kl_to_base", "prior_mean"}
+    if not need <= set(metrics.metric):
+        raise ValueError(f"kl_forgetting: the metrics table needs the metrics {sorted(need)}; "
+                         f"it has {sorted(set(metrics.metric))[:10]}")
+    wide = metrics[metrics.metric.isin(need)].pivot_table(index=["method", "seed", "step"], columns="metric",
+                                                          values="value").reset_index()
+    start = wide[wide.step == 0].set_index(["method", "seed"])["prior_mean"]
+    wide = wide[wide.step > 0].copy()
+    wide["forgetting"] = [start.get((m, s), np.nan) - v for m, s, v in zip(wide.method, wide.seed, wide.prior_mean)]
+    wide = wide.dropna(subset=["forgetting", "kl_to_base"])
+    if len(wide) < 3:
+        raise ValueError(f"kl_forgetting: {len(wide)} points; it needs at least 3 evaluations after step 0")
+    slope, intercept = np.polyfit(wide.kl_to_base, wide.forgetting, 1)
+    varies = wide.kl_to_base.std() > 0 and wide.forgetting.std() > 0
+    fit = {"slope": float(slope), "intercept": float(intercept), "n": len(wide),
+           "pearson_r": float(np.corrcoef(wide.kl_to_base, wide.forgetting)[0, 1]) if varies else float("nan"),
+           "spearman_rho": float(np.corrcoef(wide.kl_to_base.rank(), wide.forgetting.rank())[0, 1])
+           if varies else float("nan")}
+    return wide[["method", "seed", "step", "kl_to_base", "forgetting"]].reset_index(drop=True), fit

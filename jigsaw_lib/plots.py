@@ -22,6 +22,13 @@ METHOD_COLORS = {
     "rollout_sft_early": "#98df8a",
     "reasoning": "#ff7f0e",
 }
+# One colour per data source of the learning-dynamics analysis (matching the method each source feeds).
+SOURCE_COLORS = {
+    "sft_answers": METHOD_COLORS["sft"],
+    "rft_rollouts": METHOD_COLORS["rft"],
+    "rft_rollouts_early": METHOD_COLORS["rollout_sft_early"],
+    "reasoning": METHOD_COLORS["reasoning"],
+}
 
 
 def use_style() -> None:

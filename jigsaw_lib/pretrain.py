@@ -104,3 +104,28 @@ def info(out_dir: str | Path = DEFAULT_DIR) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"no pretrained base model at {out_dir} (no {INFO}); run jigsaw_lib.pretrain.pretrain()")
     return json.loads(path.read_text())
+
+
+def main(argv=None) -> int:
+    """``python -m jigsaw_lib.pretrain [--retrain]``: train (or find) the pocket base model; print its skills.
+
+    The kit ships the checkpoint this command produced (``checkpoints/pocket-base``); ``--retrain``
+    regenerates it from scratch with the default ``PretrainConfig`` (deterministic for its seed).
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--retrain", action="store_true", help="train again even if a matching checkpoint exists")
+    parser.add_argument("--out-dir", default=str(DEFAULT_DIR))
+    args = parser.parse_args(argv)
+    path = pretrain(PretrainConfig(), args.out_dir, retrain=args.retrain)
+    print(f"base model at {path}: pretraining took {info(path)['seconds']:.0f} s")
+    from .evaluate import evaluate_skills
+
+    model, processor = load(path)
+    print(evaluate_skills(model, processor, 200).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

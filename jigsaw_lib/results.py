@@ -5,7 +5,9 @@ figures and the README all read the same files:
 
 - ``base_model.csv``: ``model, skill, metric, value`` (the pocket base model's prior skills and jigsaw
   behaviour, and its pretraining cost);
-- ``metrics.csv``: ``method, seed, step, metric, value`` (training runs, written by the study).
+- ``metrics.csv``: ``method, seed, step, metric, value`` (training runs, written by the study);
+- ``dynamics.csv``: ``source, step, metric, value`` (learning dynamics: perplexity and influence per data
+  source; ``step`` is the SFT step on that source, 0 for the base model, -1 for a fit over all steps).
 """
 
 from __future__ import annotations

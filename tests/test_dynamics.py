@@ -1,5 +1,6 @@
 """Log-probabilities of responses and the KL probe, checked against a manual forward pass."""
 
+import re
 import numpy as np
 import pytest
 import torch
@@ -52,3 +53,126 @@ def test_mismatched_inputs_are_an_error(tiny_pocket_dir, triples):
     prompts, images, responses = triples
     with pytest.raises(ValueError, match="one to one"):
         dynamics.sequence_logprobs(model, processor, prompts, images[:2], responses)
+
+
+# -----------------------------------------------------------------------------
+# Influence, sources, KL vs forgetting
+
+
+@pytest.fixture(scope="module")
+def two_sets():
+    data = puzzles.build_dataset(puzzles.procedural_images(3, size=TINY.image_size, seed=0), 2, 2, n=3, seed=0,
+                                 answer_format="direct")
+    return dynamics.Samples.from_dataset(data), dynamics.prior_samples(1, size=TINY.image_size,
+                                                                      skills=["ocr", "counting", "perception"])
+
+
+def test_one_step_influence_matches_the_gradient_inner_product_to_first_order(tiny_pocket_dir, two_sets):
+    model, processor = load(tiny_pocket_dir)
+    train, probe = two_sets
+    lr = 1e-5
+    measured = dynamics.step_influence(model, processor, train, probe, lr=lr)
+    predicted = dynamics.gradient_influence(model, processor, train, probe, lr=lr)
+    assert np.abs(measured.delta).max() > 0
+    np.testing.assert_allclose(measured.delta, predicted.delta, rtol=0.05, atol=1e-3 * np.abs(predicted.delta).max())
+    np.testing.assert_allclose(measured.train_norm, predicted.train_norm, rtol=1e-4)
+    np.testing.assert_allclose(measured.probe_norm, predicted.probe_norm, rtol=1e-4)
+    assert np.all(measured.magnitude >= 0) and np.all(np.abs(predicted.cosine) <= 1 + 1e-6)
+    # a large step leaves the first-order regime: the same test would then fail
+    big = dynamics.step_influence(model, processor, train, probe, lr=3.0)
+    assert not np.allclose(big.delta, predicted.delta / lr * 3.0, rtol=0.05)
+
+
+def test_step_influence_restores_the_weights(tiny_pocket_dir, two_sets):
+    model, processor = load(tiny_pocket_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dynamics.step_influence(model, processor, *two_sets, lr=0.1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_first_order_symmetry(tiny_pocket_dir, two_sets):
+    model, processor = load(tiny_pocket_dir)
+    table = dynamics.symmetry(model, processor, *two_sets, lr=1e-5)
+    assert len(table) == 9
+    np.testing.assert_allclose(table.u_on_v, table.v_on_u, rtol=0.05, atol=1e-3 * table.u_on_v.abs().max())
+
+
+def test_subspace_and_projection_track_the_full_gradient(tiny_pocket_dir, two_sets):
+    model, processor = load(tiny_pocket_dir)
+    train, probe = two_sets
+    both = dynamics.Samples(train.prompts + probe.prompts, train.images + probe.images, train.responses + probe.responses)
+    full = dynamics.response_gradients(model, processor, both)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert full.vectors.shape == (6, n_params)
+    sketch = dynamics.response_gradients(model, processor, both, project=8192)
+    assert sketch.vectors.shape == (6, 8192)
+    exact, approx = full.vectors @ full.vectors.T, sketch.vectors @ sketch.vectors.T
+    assert np.corrcoef(exact.ravel(), approx.ravel())[0, 1] > 0.95
+    last = r"language_model\.layers\.1\."
+    head = dynamics.response_gradients(model, processor, both, subspace=last)
+    assert head.vectors.shape[1] == sum(p.numel() for n, p in model.named_parameters() if re.search(last, n))
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        dynamics.select_parameters(model, "lora")
+
+
+def test_reasoning_trace_ends_in_the_right_answer(two_sets):
+    from jigsaw_lib.answers import parse_answer
+
+    for sol, (r, c) in [([2, 1, 4, 3], (2, 2)), ([3, 1, 2], (1, 3)), (list(range(9, 0, -1)), (3, 3))]:
+        text = dynamics.reasoning_trace(sol, r, c, seed=1)
+        parsed = parse_answer(text, r * c, require_think=True)
+        assert parsed is not None and list(parsed.numbers) == sol
+        assert "step by step" in text
+    with pytest.raises(ValueError, match="permutation"):
+        dynamics.reasoning_trace([1, 1, 2, 3], 2, 2)
+
+
+def test_landscape_scores_every_source(tiny_pocket_dir, two_sets):
+    model, processor = load(tiny_pocket_dir)
+    table = dynamics.landscape(model, processor, {"a": two_sets[0], "b": two_sets[1]})
+    assert list(table.source.unique()) == ["a", "b"] and len(table) == 6
+    assert (table.perplexity >= 1).all() and (table.logprob < 0).all()
+
+
+def test_kl_forgetting_fit_recovers_a_known_line():
+    import pandas as pd
+
+    rows = []
+    for method, seed in [("sft", 0), ("rft", 0), ("rft", 1)]:
+        for step, kl in [(0, 0.0), (10, 0.5), (20, 1.0), (30, 2.0)]:
+            rows += [(method, seed, step, "kl_to_base", kl), (method, seed, step, "prior_mean", 0.8 - 0.1 * kl)]
+    metrics = pd.DataFrame(rows, columns=["method", "seed", "step", "metric", "value"])
+    points, fit = dynamics.kl_forgetting(metrics)
+    assert len(points) == 9 and fit["slope"] == pytest.approx(0.1) and fit["intercept"] == pytest.approx(0, abs=1e-9)
+    assert fit["pearson_r"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="needs the metrics"):
+        dynamics.kl_forgetting(metrics[metrics.metric != "kl_to_base"])
+
+
+@pytest.mark.slow
+def test_probe_and_influence_callbacks_in_a_real_sft_run(tiny_pocket_dir, two_sets, tmp_path):
+    from jigsaw_lib import train as train_mod
+
+    model, processor = load(tiny_pocket_dir)
+    train, probe = two_sets
+    probe_cb = dynamics.ProbeCallback(processor, {"prior": probe}, every=2, path=tmp_path / "probe.csv")
+    inf_cb = dynamics.InfluenceCallback(processor, "sft_answers", train, probe, steps=[0, 4], lr=1e-4)
+    trainer = train_mod.sft_trainer(model, processor, dynamics.samples_dataset(train), tmp_path / "run", max_steps=4,
+                                    per_device_train_batch_size=3, learning_rate=1e-2)
+    trainer.add_callback(probe_cb)
+    trainer.add_callback(inf_cb)
+    trainer.train()
+    t = probe_cb.table()
+    assert sorted(t.step.unique()) == [0, 2, 4]
+    lp = t[t.metric == "logprob"].set_index("step").value
+    assert lp[4] != lp[0]  # training moved the probe's log-probabilities
+    assert len(pd_read(tmp_path / "probe.csv")) == len(t)
+    i = inf_cb.table()
+    assert sorted(i.step.unique()) == [0, 4]
+    assert {"influence", "gradient_cosine", "perplexity", "influence_first_order"} <= set(i.metric)
+
+
+def pd_read(path):
+    import pandas as pd
+
+    return pd.read_csv(path)
