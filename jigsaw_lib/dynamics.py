@@ -153,6 +153,12 @@ class Samples:
     def head(self, n: int) -> "Samples":
         return self.select(range(min(n, len(self))))
 
+    def spread(self, n: int) -> "Samples":
+        """n samples evenly spaced through the set (a stratified subset of a set ordered by skill)."""
+        if n >= len(self):
+            return self
+        return self.select(np.linspace(0, len(self) - 1, n).round().astype(int).tolist())
+
     @classmethod
     def from_dataset(cls, data) -> "Samples":
         """A TRL dataset's rows (``prompt``, ``image``, ``completion``): the completion is the response."""
@@ -289,27 +295,31 @@ class CountSketch:
     A count sketch (a sparse Johnson-Lindenstrauss transform): every coordinate is added, with a random
     sign, to one of ``k`` buckets, so ``<Sx, Sy>`` estimates ``<x, y>`` without bias and costs O(D) per
     gradient. The hash of a parameter is drawn from ``seed`` and its index, so the projection is the
-    same for every sample (and is regenerated on demand, never stored as a k x D matrix).
+    same for every sample; it is never a k x D matrix. With ``cache=True`` (the default, right for the
+    pocket model) the hashes are kept, 5 bytes per parameter (int32 bucket, int8 sign); with
+    ``cache=False`` they are regenerated for every gradient (no memory, more time: large models).
     """
 
-    def __init__(self, k: int, seed: int = 0):
+    def __init__(self, k: int, seed: int = 0, cache: bool = True):
         if k < 1:
             raise ValueError(f"CountSketch: k must be >= 1, got {k}")
-        self.k, self.seed, self._hashes = k, seed, {}
+        self.k, self.seed, self.cache, self._hashes = k, seed, cache, {}
 
     def _hash(self, i: int, n: int, device):
-        if i not in self._hashes:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
-            bucket = torch.randint(self.k, (n,), generator=gen)
-            sign = torch.randint(2, (n,), generator=gen, dtype=torch.float32) * 2 - 1
-            self._hashes[i] = (bucket.to(device), sign.to(device))
-        return self._hashes[i]
+        if i in self._hashes:
+            return self._hashes[i]
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        bucket = torch.randint(self.k, (n,), generator=gen, dtype=torch.int32).to(device)
+        sign = (torch.randint(2, (n,), generator=gen, dtype=torch.int8) * 2 - 1).to(device)
+        if self.cache:
+            self._hashes[i] = (bucket, sign)
+        return bucket, sign
 
     def __call__(self, grads: list) -> torch.Tensor:
         out = torch.zeros(self.k, dtype=torch.float32, device=grads[0].device)
         for i, g in enumerate(grads):
             bucket, sign = self._hash(i, g.numel(), g.device)
-            out.index_add_(0, bucket, g.reshape(-1).float() * sign)
+            out.index_add_(0, bucket, g.reshape(-1).float() * sign.float())
         return out
 
 
@@ -421,17 +431,17 @@ def gradient_influence(model, processor, train: Samples, probe: Samples, *, lr: 
 
 
 def step_influence(model, processor, train: Samples, probe: Samples, *, lr: float = 1e-3, subspace: str = "full",
-                   batch_size: int = 64, progress: bool = False) -> Influence:
+                   batch_size: int = 32, progress: bool = False) -> Influence:
     """Measured influence: for each u, one SGD step ``theta += lr * grad log pi(y_u|x_u)`` (in the chosen
     parameters), the probe set re-scored, the parameters restored. Exact, not first-order; U steps."""
     from tqdm.auto import tqdm
 
     params = select_parameters(model, subspace)
     saved = [p.detach().clone() for p in params]
-    base, _ = sequence_logprobs(model, processor, probe.prompts, probe.images, probe.responses, batch_size=batch_size)
-    probe_norm = _logit_norms(model, processor, probe, batch_size)
     was_training = model.training
     model.eval()
+    base, _ = sequence_logprobs(model, processor, probe.prompts, probe.images, probe.responses, batch_size=batch_size)
+    probe_norm = _logit_norms(model, processor, probe, batch_size)
     delta, train_norm = np.zeros((len(train), len(probe))), np.zeros(len(train))
     try:
         for u in tqdm(range(len(train)), desc="influence steps", disable=not progress):
@@ -479,6 +489,14 @@ def symmetry(model, processor, a: Samples, b: Samples, *, lr: float = 1e-3, **kw
 # During training: probe log-probabilities, influence along a run
 
 
+def _check_unsharded(args, who: str):
+    """The probes run on the main process with whole weights: not under ZeRO-3 or FSDP (sharded weights)."""
+    ds = getattr(args, "hf_deepspeed_config", None)
+    if getattr(args, "fsdp", None) or (ds is not None and ds.is_zero3()):
+        raise ValueError(f"{who} needs whole weights on the main process; it cannot run under DeepSpeed ZeRO-3 "
+                         "or FSDP. Use ZeRO-2 / DDP, or run the analysis on saved checkpoints.")
+
+
 class ProbeCallback(TrainerCallback):
     """A TRL/transformers callback that scores fixed probe sets every ``every`` steps (and at step 0).
 
@@ -510,6 +528,7 @@ class ProbeCallback(TrainerCallback):
             pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False)
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
+        _check_unsharded(args, "ProbeCallback")
         if state.global_step == 0 and state.is_world_process_zero:
             self.measure(model, 0)
 
@@ -528,26 +547,27 @@ class InfluenceCallback(TrainerCallback):
     probe set (:func:`step_influence`, plus the gradient cosine) and their perplexity under the model."""
 
     def __init__(self, processor, source: str, train: Samples, probe: Samples, steps, *, lr: float = 1e-3,
-                 subspace: str = "full"):
+                 subspace: str = "full", project: int | None = None):
         self.processor, self.source, self.train, self.probe = processor, source, train, probe
-        self.steps, self.lr, self.subspace, self.rows = set(steps), lr, subspace, []
+        self.steps, self.lr, self.subspace, self.project, self.rows = set(steps), lr, subspace, project, []
 
     def measure(self, model, step: int):
         inf = step_influence(model, self.processor, self.train, self.probe, lr=self.lr, subspace=self.subspace)
-        first = gradient_influence(model, self.processor, self.train, self.probe, lr=self.lr, subspace=self.subspace)
+        first = gradient_influence(model, self.processor, self.train, self.probe, lr=self.lr, subspace=self.subspace,
+                                   project=self.project)
         lp, n = sequence_logprobs(model, self.processor, self.train.prompts, self.train.images, self.train.responses)
         values = {**inf.summary(), "gradient_cosine": float(first.cosine.mean()),
                   "influence_first_order": float(first.magnitude.mean()),
                   "perplexity": float(perplexity(lp, n).mean())}
         self.rows += [{"source": self.source, "step": step, "metric": k, "value": v} for k, v in values.items()]
-        model.train()
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        if 0 in self.steps and state.global_step == 0:
+        _check_unsharded(args, "InfluenceCallback")
+        if 0 in self.steps and state.global_step == 0 and state.is_world_process_zero:
             self.measure(model, 0)
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step in self.steps:
+        if state.global_step in self.steps and state.is_world_process_zero:
             self.measure(model, state.global_step)
 
     def table(self) -> "pd.DataFrame":
@@ -570,7 +590,8 @@ def samples_dataset(samples: Samples):
 
 def influence_over_training(base, sources: dict, probe: Samples, *, steps=(0, 10, 25, 50), n_influence: int = 16,
                             learning_rate: float = 1e-3, batch_size: int = 16, lr_probe: float = 1e-3,
-                            seed: int = 0, output_dir=None, progress: bool = True) -> "pd.DataFrame":
+                            subspace: str = "full", project: int | None = None, seed: int = 0, output_dir=None,
+                            progress: bool = True) -> "pd.DataFrame":
     """For each data source, SFT the base model on it (TRL's SFTTrainer) and measure, at ``steps``, the
     influence of its first ``n_influence`` samples on the prior ``probe`` set: the paper's magnitude
     curves (answers-only vs teacher reasoning vs RFT rollouts). Rows ``source, step, metric, value``."""
@@ -581,10 +602,13 @@ def influence_over_training(base, sources: dict, probe: Samples, *, steps=(0, 10
     from . import train
     from .models import load
 
+    if max(steps) < 1:
+        raise ValueError(f"influence_over_training: steps {list(steps)} must include one >= 1 (SFT steps to take)")
     frames = []
     for name, samples in sources.items():
         model, processor = load(base, dtype=torch.float32)
-        cb = InfluenceCallback(processor, name, samples.head(n_influence), probe, steps, lr=lr_probe)
+        cb = InfluenceCallback(processor, name, samples.head(n_influence), probe, steps, lr=lr_probe,
+                               subspace=subspace, project=project)
         out = output_dir or tempfile.mkdtemp(prefix=f"influence-{name}-")
         trainer = train.sft_trainer(model, processor, samples_dataset(samples), out, max_steps=max(steps),
                                     per_device_train_batch_size=batch_size, learning_rate=learning_rate,

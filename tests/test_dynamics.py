@@ -77,17 +77,19 @@ def test_one_step_influence_matches_the_gradient_inner_product_to_first_order(ti
     np.testing.assert_allclose(measured.delta, predicted.delta, rtol=0.05, atol=1e-3 * np.abs(predicted.delta).max())
     np.testing.assert_allclose(measured.train_norm, predicted.train_norm, rtol=1e-4)
     np.testing.assert_allclose(measured.probe_norm, predicted.probe_norm, rtol=1e-4)
-    assert np.all(measured.magnitude >= 0) and np.all(np.abs(predicted.cosine) <= 1 + 1e-6)
     # a large step leaves the first-order regime: the same test would then fail
     big = dynamics.step_influence(model, processor, train, probe, lr=3.0)
     assert not np.allclose(big.delta, predicted.delta / lr * 3.0, rtol=0.05)
 
 
-def test_step_influence_restores_the_weights(tiny_pocket_dir, two_sets):
+def test_step_influence_restores_the_weights_mode_and_grads(tiny_pocket_dir, two_sets):
     model, processor = load(tiny_pocket_dir)
+    model.train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     dynamics.step_influence(model, processor, *two_sets, lr=0.1)
+    dynamics.gradient_influence(model, processor, *two_sets)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training and all(p.grad is None for p in model.parameters())
 
 
 def test_first_order_symmetry(tiny_pocket_dir, two_sets):
@@ -107,7 +109,10 @@ def test_subspace_and_projection_track_the_full_gradient(tiny_pocket_dir, two_se
     sketch = dynamics.response_gradients(model, processor, both, project=8192)
     assert sketch.vectors.shape == (6, 8192)
     exact, approx = full.vectors @ full.vectors.T, sketch.vectors @ sketch.vectors.T
-    assert np.corrcoef(exact.ravel(), approx.ravel())[0, 1] > 0.95
+    off = ~np.eye(6, dtype=bool)  # the off-diagonal inner products: the diagonal (|g|^2) would carry the fit
+    assert np.corrcoef(exact.numpy()[off], approx.numpy()[off])[0, 1] > 0.9
+    again = dynamics.response_gradients(model, processor, both.select([0, 1]), project=8192)
+    torch.testing.assert_close(again.vectors, sketch.vectors[:2])  # the same projection for every call
     last = r"language_model\.layers\.1\."
     head = dynamics.response_gradients(model, processor, both, subspace=last)
     assert head.vectors.shape[1] == sum(p.numel() for n, p in model.named_parameters() if re.search(last, n))
@@ -170,6 +175,13 @@ def test_probe_and_influence_callbacks_in_a_real_sft_run(tiny_pocket_dir, two_se
     i = inf_cb.table()
     assert sorted(i.step.unique()) == [0, 4]
     assert {"influence", "gradient_cosine", "perplexity", "influence_first_order"} <= set(i.metric)
+    # the probes leave training itself untouched: the same run without them ends with the same weights
+    plain, _ = load(tiny_pocket_dir)
+    again = train_mod.sft_trainer(plain, processor, dynamics.samples_dataset(train), tmp_path / "plain", max_steps=4,
+                                  per_device_train_batch_size=3, learning_rate=1e-2)
+    again.train()
+    want = again.model.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in trainer.model.state_dict().items())
 
 
 def pd_read(path):
