@@ -226,13 +226,13 @@ def reasoning_samples(data) -> Samples:
 
 
 def study_sources(data, *, rft_final=None, rft_early=None, per_prompt: int = 8, max_new_tokens: int = 24,
-                  progress: bool = True) -> tuple[dict, dict]:
+                  seed: int = 0, progress: bool = True) -> tuple[dict, dict]:
     """The four data sources of the paper's landscape, on the same puzzles ``data``:
 
     ``sft_answers`` (ground truth), ``rft_rollouts`` / ``rft_rollouts_early`` (the distinct correct
     rollouts of an RFT checkpoint, by rejection sampling; left out, with a note in the stats, when a
     checkpoint is not given or gets nothing right) and ``reasoning`` (:func:`reasoning_trace`).
-    Returns ``(sources, stats)``.
+    Rollouts are sampled with a fixed ``seed`` (the same sources on every run). Returns ``(sources, stats)``.
     """
     from .train import collect_rollouts
 
@@ -241,8 +241,10 @@ def study_sources(data, *, rft_final=None, rft_early=None, per_prompt: int = 8, 
         if not checkpoint:
             stats[name] = "no checkpoint given"
             continue
-        rollouts, stats[name] = collect_rollouts(checkpoint, data, per_prompt, max_new_tokens=max_new_tokens,
-                                                 answer_format=data[0]["answer_format"], progress=progress)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            rollouts, stats[name] = collect_rollouts(checkpoint, data, per_prompt, max_new_tokens=max_new_tokens,
+                                                     answer_format=data[0]["answer_format"], progress=progress)
         if len(rollouts):
             sources[name] = Samples.from_dataset(rollouts)
     sources["reasoning"] = reasoning_samples(data)
@@ -412,7 +414,8 @@ class Influence:
         return self.delta / (self.lr * np.outer(self.train_norm, self.probe_norm) + 1e-30)
 
     def summary(self) -> dict:
-        out = {"influence": float(self.magnitude.mean()), "influence_signed": float(self.signed.mean()),
+        out = {"influence": float(self.magnitude.mean()), "influence_median": float(np.median(self.magnitude)),
+               "influence_signed": float(self.signed.mean()),
                "delta_logprob": float(self.delta.mean())}
         if self.cosine is not None:
             out["gradient_cosine"] = float(self.cosine.mean())
@@ -430,10 +433,16 @@ def gradient_influence(model, processor, train: Samples, probe: Samples, *, lr: 
     return Influence(lr * inner, lr, gu.logit_norm, gv.logit_norm, cosine)
 
 
-def step_influence(model, processor, train: Samples, probe: Samples, *, lr: float = 1e-3, subspace: str = "full",
+def step_influence(model, processor, train: Samples, probe: Samples, *, lr: float = 1e-5, subspace: str = "full",
                    batch_size: int = 32, progress: bool = False) -> Influence:
     """Measured influence: for each u, one SGD step ``theta += lr * grad log pi(y_u|x_u)`` (in the chosen
-    parameters), the probe set re-scored, the parameters restored. Exact, not first-order; U steps."""
+    parameters), the probe set re-scored, the parameters restored. Exact, not first-order; U steps.
+
+    The step must be small for the normalised magnitude to mean what it should: on the pocket base a
+    step of 1e-3 already moves probe log-probabilities by about a nat, and the ratio then explodes on
+    probes the model is sure of (|A| near 0). At the default 1e-5 measured and first-order agree (the
+    tests check it on a tiny model; ``benchmarks/influence_matrix.py`` on the pocket base).
+    """
     from tqdm.auto import tqdm
 
     params = select_parameters(model, subspace)
@@ -474,7 +483,7 @@ def _logit_norms(model, processor, samples: Samples, batch_size: int) -> np.ndar
     return np.concatenate(out)
 
 
-def symmetry(model, processor, a: Samples, b: Samples, *, lr: float = 1e-3, **kw) -> "pd.DataFrame":
+def symmetry(model, processor, a: Samples, b: Samples, *, lr: float = 1e-5, **kw) -> "pd.DataFrame":
     """The first-order symmetry check: the influence of a step on u in ``a`` on v in ``b``, against that of
     a step on v on u. Rows ``u, v, u_on_v, v_on_u`` (log-prob changes); to first order they are equal."""
     import pandas as pd
@@ -544,9 +553,10 @@ class ProbeCallback(TrainerCallback):
 
 class InfluenceCallback(TrainerCallback):
     """Measures, at chosen steps of a run, the influence of the run's own training samples on a prior
-    probe set (:func:`step_influence`, plus the gradient cosine) and their perplexity under the model."""
+    probe set (:func:`step_influence`, plus the gradient cosine) and their perplexity under the model
+    (``own_perplexity``)."""
 
-    def __init__(self, processor, source: str, train: Samples, probe: Samples, steps, *, lr: float = 1e-3,
+    def __init__(self, processor, source: str, train: Samples, probe: Samples, steps, *, lr: float = 1e-5,
                  subspace: str = "full", project: int | None = None):
         self.processor, self.source, self.train, self.probe = processor, source, train, probe
         self.steps, self.lr, self.subspace, self.project, self.rows = set(steps), lr, subspace, project, []
@@ -558,7 +568,7 @@ class InfluenceCallback(TrainerCallback):
         lp, n = sequence_logprobs(model, self.processor, self.train.prompts, self.train.images, self.train.responses)
         values = {**inf.summary(), "gradient_cosine": float(first.cosine.mean()),
                   "influence_first_order": float(first.magnitude.mean()),
-                  "perplexity": float(perplexity(lp, n).mean())}
+                  "own_perplexity": float(perplexity(lp, n).mean())}
         self.rows += [{"source": self.source, "step": step, "metric": k, "value": v} for k, v in values.items()]
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -589,7 +599,7 @@ def samples_dataset(samples: Samples):
 
 
 def influence_over_training(base, sources: dict, probe: Samples, *, steps=(0, 10, 25, 50), n_influence: int = 16,
-                            learning_rate: float = 1e-3, batch_size: int = 16, lr_probe: float = 1e-3,
+                            learning_rate: float = 1e-3, batch_size: int = 16, lr_probe: float = 1e-5,
                             subspace: str = "full", project: int | None = None, seed: int = 0, output_dir=None,
                             progress: bool = True) -> "pd.DataFrame":
     """For each data source, SFT the base model on it (TRL's SFTTrainer) and measure, at ``steps``, the

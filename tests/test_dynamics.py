@@ -174,7 +174,7 @@ def test_probe_and_influence_callbacks_in_a_real_sft_run(tiny_pocket_dir, two_se
     assert len(pd_read(tmp_path / "probe.csv")) == len(t)
     i = inf_cb.table()
     assert sorted(i.step.unique()) == [0, 4]
-    assert {"influence", "gradient_cosine", "perplexity", "influence_first_order"} <= set(i.metric)
+    assert {"influence", "gradient_cosine", "own_perplexity", "influence_first_order"} <= set(i.metric)
     # the probes leave training itself untouched: the same run without them ends with the same weights
     plain, _ = load(tiny_pocket_dir)
     again = train_mod.sft_trainer(plain, processor, dynamics.samples_dataset(train), tmp_path / "plain", max_steps=4,
