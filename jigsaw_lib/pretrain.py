@@ -109,8 +109,9 @@ def info(out_dir: str | Path = DEFAULT_DIR) -> dict:
 def main(argv=None) -> int:
     """``python -m jigsaw_lib.pretrain [--retrain]``: train (or find) the pocket base model; print its skills.
 
-    The kit ships the checkpoint this command produced (``checkpoints/pocket-base``); ``--retrain``
-    regenerates it from scratch with the default ``PretrainConfig`` (deterministic for its seed).
+    The checkpoint is cached in ``checkpoints/pocket-base`` (git-ignored; about 24 minutes on a 2-core
+    CPU); ``--retrain`` trains it again from scratch with the default ``PretrainConfig`` (deterministic
+    for its seed).
     """
     import argparse
 
