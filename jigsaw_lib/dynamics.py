@@ -70,23 +70,27 @@ def sequence_logprobs(model, processor, prompts: list, images: list, responses: 
     if not len(prompts) == len(images) == len(responses):
         raise ValueError(f"sequence_logprobs: {len(prompts)} prompts, {len(images)} images, "
                          f"{len(responses)} responses: they must match one to one")
+    logprob, count, _ = _score(model, processor, prompts, images, responses, batch_size, add_eos, norms=False)
+    return logprob, count
+
+
+@torch.no_grad()
+def _score(model, processor, prompts, images, responses, batch_size: int, add_eos: bool = True, norms: bool = True):
+    """Batched, in eval mode: per response its log-probability, token count and (``norms``) |e_y - p|."""
     was_training = model.training
     model.eval()
-    total, count = [], []
+    out = []
     try:
         for start in range(0, len(prompts), batch_size):
             sl = slice(start, start + batch_size)
             batch, mask = _response_batch(processor, prompts[sl], images[sl], responses[sl], add_eos)
             batch = {k: v.to(model.device) for k, v in batch.items()}
-            logits = model(**batch).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            token = logp.gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
-            m = mask[:, 1:].to(token.device)
-            total.append((token * m).sum(1).cpu())
-            count.append(m.sum(1).cpu())
+            stats = _response_stats(model, batch, mask, norms=norms)
+            out.append([t.cpu() for t in stats])
     finally:
         model.train(was_training)
-    return torch.cat(total).numpy(), torch.cat(count).numpy()
+    logprob, count, norm = (torch.cat(column).numpy() for column in zip(*out))
+    return logprob, count, norm
 
 
 def perplexity(logprob: np.ndarray, n_tokens: np.ndarray) -> np.ndarray:
@@ -325,10 +329,11 @@ class CountSketch:
         return out
 
 
-def _response_stats(model, batch, mask):
-    """Per sequence: log pi(y|x) summed over response tokens, and sqrt(sum_t ||e_{y_t} - p_t||^2).
+def _response_stats(model, batch, mask, norms: bool = True):
+    """Per sequence: log pi(y|x) summed over response tokens, their count, and sqrt(sum_t ||e_{y_t} - p_t||^2)
+    (NaN unless ``norms``).
 
-    The second is the norm of the gradient of log pi(y|x) with respect to the logits: |A(x_v)| for a
+    The last is the norm of the gradient of log pi(y|x) with respect to the logits: |A(x_v)| for a
     probed sample, |G(x_u)| for a trained one, in Ren & Sutherland's decomposition.
     """
     logits = model(**batch).logits.float()[:, :-1]
@@ -336,9 +341,12 @@ def _response_stats(model, batch, mask):
     ids = batch["input_ids"][:, 1:, None]
     m = mask[:, 1:].to(logits.device)
     token = logp.gather(-1, ids).squeeze(-1)
+    logprob, count = (token * m).sum(1), m.sum(1)
+    if not norms:
+        return logprob, count, torch.full_like(logprob, float("nan"))
     p = logp.exp()
     sq = (1 - 2 * token.exp() + (p * p).sum(-1)).clamp_min(0)
-    return (token * m).sum(1), (sq * m).sum(1).sqrt()
+    return logprob, count, (sq * m).sum(1).sqrt()
 
 
 @dataclass
@@ -359,7 +367,7 @@ def _sample_gradient(model, processor, samples: Samples, i: int, params: list):
     batch, mask = _response_batch(processor, samples.prompts[i:i + 1], samples.images[i:i + 1],
                                   samples.responses[i:i + 1], add_eos=True)
     batch = {k: v.to(model.device) for k, v in batch.items()}
-    lp, norm = _response_stats(model, batch, mask)
+    lp, _, norm = _response_stats(model, batch, mask)
     return torch.autograd.grad(lp[0], params), lp.item(), norm.item()
 
 
@@ -449,8 +457,7 @@ def step_influence(model, processor, train: Samples, probe: Samples, *, lr: floa
     saved = [p.detach().clone() for p in params]
     was_training = model.training
     model.eval()
-    base, _ = sequence_logprobs(model, processor, probe.prompts, probe.images, probe.responses, batch_size=batch_size)
-    probe_norm = _logit_norms(model, processor, probe, batch_size)
+    base, _, probe_norm = _score(model, processor, probe.prompts, probe.images, probe.responses, batch_size)
     delta, train_norm = np.zeros((len(train), len(probe))), np.zeros(len(train))
     try:
         for u in tqdm(range(len(train)), desc="influence steps", disable=not progress):
@@ -470,17 +477,6 @@ def step_influence(model, processor, train: Samples, probe: Samples, *, lr: floa
                 p.copy_(s)
         model.train(was_training)
     return Influence(delta, lr, train_norm, probe_norm)
-
-
-@torch.no_grad()
-def _logit_norms(model, processor, samples: Samples, batch_size: int) -> np.ndarray:
-    out = []
-    for start in range(0, len(samples), batch_size):
-        sl = slice(start, start + batch_size)
-        batch, mask = _response_batch(processor, samples.prompts[sl], samples.images[sl], samples.responses[sl], True)
-        batch = {k: v.to(model.device) for k, v in batch.items()}
-        out.append(_response_stats(model, batch, mask)[1].cpu().numpy())
-    return np.concatenate(out)
 
 
 def symmetry(model, processor, a: Samples, b: Samples, *, lr: float = 1e-5, **kw) -> "pd.DataFrame":
@@ -590,11 +586,13 @@ def samples_dataset(samples: Samples):
     """A TRL SFT dataset (prompt, completion, image) whose completions are the samples' responses."""
     from datasets import Dataset
 
+    from .puzzles import assistant_turn
+
     if any(not isinstance(r, str) for r in samples.responses):
         raise ValueError("samples_dataset: responses must be text to train on them")
     return Dataset.from_dict({
         "prompt": samples.prompts, "image": samples.images,
-        "completion": [[{"role": "assistant", "content": [{"type": "text", "text": r}]}] for r in samples.responses],
+        "completion": [assistant_turn(r) for r in samples.responses],
     })
 
 

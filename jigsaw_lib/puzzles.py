@@ -300,6 +300,11 @@ def user_turn(text: str, image_first: bool = False) -> list[dict]:
     return [{"role": "user", "content": parts[::-1] if image_first else parts}]
 
 
+def assistant_turn(text: str) -> list[dict]:
+    """A conversational assistant turn holding ``text``: the ``completion`` column TRL's SFTTrainer learns."""
+    return [{"role": "assistant", "content": [{"type": "text", "text": text}]}]
+
+
 def build_dataset(
     images: Iterable[Image.Image],
     rows: int = 3,
@@ -362,7 +367,7 @@ def build_dataset(
         columns["cols"].append(c)
         columns["answer_format"].append(answer_format)
         columns["completion"].append(
-            [{"role": "assistant", "content": [{"type": "text", "text": format_answer(p.solution, think)}]}]
+            assistant_turn(format_answer(p.solution, think))
         )
         columns["seed"].append(p.seed)
     return Dataset.from_dict(columns, features=FEATURES)

@@ -183,6 +183,7 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
 
     from .evaluate import generate, score_jigsaw
     from .models import load
+    from .puzzles import assistant_turn
 
     model, processor = load(checkpoint)
     sampled = generate(model, processor, list(data["prompt"]), list(data["image"]), max_new_tokens=max_new_tokens,
@@ -194,7 +195,7 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
         for text in dict.fromkeys(t for t, e in zip(group, exact) if e == 1.0):
             keep.append((i, text))
     rows = data.select([i for i, _ in keep]).to_dict()
-    rows["completion"] = [[{"role": "assistant", "content": [{"type": "text", "text": t}]}] for _, t in keep]
+    rows["completion"] = [assistant_turn(t) for _, t in keep]
     stats = {"prompts": len(data), "rollouts": len(data) * per_prompt, "correct_distinct": len(keep),
              "prompts_with_correct": len({i for i, _ in keep})}
     return Dataset.from_dict(rows, features=data.features), stats

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .puzzles import user_turn
+from .puzzles import assistant_turn, user_turn
 
 COLORS = {  # name -> RGB; chosen to stay distinct from sky and ground
     "red": (220, 30, 30),
@@ -353,8 +353,7 @@ def build_dataset(n_per_skill: int | dict, split: str = "train", seed: int = 0, 
                 buf = io.BytesIO()
                 item.image.save(buf, format="PNG", compress_level=1)
                 rows["prompt"].append(user_turn(item.question))
-                rows["completion"].append(
-                    [{"role": "assistant", "content": [{"type": "text", "text": f"<answer>{item.answer}</answer>"}]}])
+                rows["completion"].append(assistant_turn(f"<answer>{item.answer}</answer>"))
                 rows["image"].append({"bytes": buf.getvalue(), "path": None})
                 rows["skill"].append(skill)
                 rows["answer"].append(item.answer)
