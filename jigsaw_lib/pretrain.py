@@ -5,6 +5,13 @@ pocket Qwen2.5-VL (``models.build_pocket``, its tokenizer trained on the world's
 prompt text), then runs TRL's ``SFTTrainer`` on a shuffled mixture of every prior skill, answers in
 the ``<answer>`` format. Jigsaw puzzles stay out of it, as they are out of Qwen's.
 
+Skills are learned one after another, easiest first (measured: in a mixture of all six the
+object skills stayed at chance for 3,000 steps while brightness ordering and the light side were
+learned; counting and ordering alone were learned together). ``PretrainConfig.stages`` therefore
+allows a curriculum: a list of stages, each with its own steps and skill mixture (earlier skills
+stay in later mixtures as replay), each run as its own ``SFTTrainer`` with warm-up and cosine decay;
+no training item is seen in two stages.
+
 The result is cached: ``base_model()`` returns the checkpoint directory if one trained with the same
 settings is there, and trains it otherwise (or when asked to ``retrain``). Training is deterministic
 for a seed on a given machine (same data, same initial weights, same order).
@@ -35,21 +42,45 @@ class PretrainConfig:
     # relative weight of each skill in the mixture: the slow learners (reading, binding, ranking) get more
     mix: dict = field(default_factory=lambda: {"grounding": 1.5, "ocr": 1.5, "perception": 1.5,
                                                "hallucination": 1.5, "counting": 1.0, "ordering": 2.0})
+    # a curriculum: [{"steps": 600, "mix": {"counting": 1, "ordering": 1}}, ...]; when given, it replaces
+    # steps and mix (steps becomes the total of the stages)
+    stages: list | None = None
 
     def __post_init__(self):
         if isinstance(self.spec, dict):
             self.spec = PocketSpec(**self.spec)
         world.check_skills(self.mix)
+        if self.stages:
+            for i, stage in enumerate(self.stages):
+                if set(stage) != {"steps", "mix"} or int(stage["steps"]) < 1:
+                    raise ValueError(f"stage {i} of the curriculum must be {{'steps': n >= 1, 'mix': {{skill: "
+                                     f"weight}}}}, got {stage!r}")
+                world.check_skills(stage["mix"])
+            self.steps = sum(int(stage["steps"]) for stage in self.stages)
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
 
-    def items_per_skill(self) -> dict[str, int]:
-        total = self.steps * self.batch_size
-        weight = sum(self.mix.values())
-        return {s: max(1, round(total * w / weight)) for s, w in self.mix.items()}
+    def plan(self) -> list[tuple[int, dict]]:
+        """The stages as (steps, mix) pairs: one stage when no curriculum is given."""
+        if not self.stages:
+            return [(self.steps, dict(self.mix))]
+        return [(int(stage["steps"]), dict(stage["mix"])) for stage in self.stages]
+
+    def items_per_skill(self, stage: int | None = None) -> dict[str, int]:
+        """Training items of each skill in one stage (all stages summed when ``stage`` is None)."""
+        counts: dict[str, int] = {}
+        for i, (steps, mix) in enumerate(self.plan()):
+            if stage is None or i == stage:
+                weight = sum(mix.values())
+                for s, w in mix.items():
+                    counts[s] = counts.get(s, 0) + max(1, round(steps * self.batch_size * w / weight))
+        return counts
 
     def to_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not self.stages:  # a plain mixture keeps the key it had before curricula existed (cache hits)
+            d.pop("stages")
+        return d
 
 
 DEFAULT_DIR = paths.CHECKPOINTS / "pocket-base"
@@ -76,25 +107,35 @@ def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT
     init_dir = out_dir / "init"
     build_pocket(config.spec, corpus=corpus, save_dir=init_dir)
     model, processor = load(init_dir)
-    data = world.build_dataset(config.items_per_skill(), "train", seed=config.seed,
-                               size=config.spec.image_size, skills=list(config.mix), shuffle_seed=config.seed,
-                               progress=progress)
-    data_seconds = time.perf_counter() - start
-    trainer = train.sft_trainer(
-        model, processor, data, out_dir / "trainer", max_steps=config.steps,
-        per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine", warmup_steps=config.warmup_steps, weight_decay=config.weight_decay,
-        seed=config.seed, data_seed=config.seed, logging_steps=max(1, config.steps // 50),
-        disable_tqdm=not progress,
-    )
-    for cb in callbacks or []:
-        trainer.add_callback(cb)
-    trainer.train()
+    plan = config.plan()
+    seen: dict[str, int] = {}  # items of each skill used by earlier stages: a later stage starts after them
+    log, done, data_seconds = [], 0, 0.0
+    for k, (steps, mix) in enumerate(plan):
+        t = time.perf_counter()
+        counts = config.items_per_skill(k)
+        data = world.build_dataset(counts, "train", seed=config.seed, size=config.spec.image_size,
+                                   skills=list(mix), shuffle_seed=config.seed + k, progress=progress,
+                                   start={s: seen.get(s, 0) for s in mix})
+        data_seconds += time.perf_counter() - t
+        for s, n in counts.items():
+            seen[s] = seen.get(s, 0) + n
+        trainer = train.sft_trainer(
+            model, processor, data, out_dir / "trainer" / (f"stage{k}" if len(plan) > 1 else ""),
+            max_steps=steps, per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
+            lr_scheduler_type="cosine", warmup_steps=min(config.warmup_steps, steps // 2),
+            weight_decay=config.weight_decay, seed=config.seed + k, data_seed=config.seed + k,
+            logging_steps=max(1, config.steps // 50), disable_tqdm=not progress,
+        )
+        for cb in callbacks or []:
+            trainer.add_callback(cb)
+        trainer.train()
+        model = trainer.model
+        log += [{**entry, "step": entry.get("step", 0) + done, "stage": k} for entry in trainer.state.log_history]
+        done += steps
     seconds = time.perf_counter() - start
-    save(trainer.model, processor, out_dir, spec=config.spec)
+    save(model, processor, out_dir, spec=config.spec)
     (out_dir / INFO).write_text(json.dumps({
-        "config": config.to_json(), "seconds": seconds, "data_seconds": data_seconds,
-        "log": trainer.state.log_history}, indent=1))
+        "config": config.to_json(), "seconds": seconds, "data_seconds": data_seconds, "log": log}, indent=1))
     return out_dir
 
 

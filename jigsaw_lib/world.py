@@ -336,8 +336,12 @@ def items(skill: str, split: str, n: int, seed: int = 0, size: int = 64) -> list
 
 
 def build_dataset(n_per_skill: int | dict, split: str = "train", seed: int = 0, size: int = 64,
-                  skills=None, shuffle_seed: int | None = 0, progress: bool = True):
-    """A TRL-ready ``datasets.Dataset`` of skill items: prompt, completion, image, skill, answer."""
+                  skills=None, shuffle_seed: int | None = 0, progress: bool = True, start: int | dict = 0):
+    """A TRL-ready ``datasets.Dataset`` of skill items: prompt, completion, image, skill, answer.
+
+    Items ``start .. start + n - 1`` of each skill's split (``start`` per skill if a dict), so
+    successive calls can draw fresh items.
+    """
     from datasets import Dataset, Features, Value
     from datasets import Image as ImageFeature
     from tqdm.auto import tqdm
@@ -345,10 +349,11 @@ def build_dataset(n_per_skill: int | dict, split: str = "train", seed: int = 0, 
     skills = check_skills(skills)
     counts = n_per_skill if isinstance(n_per_skill, dict) else {s: n_per_skill for s in skills}
     rows = {k: [] for k in ("prompt", "completion", "image", "skill", "answer")}
+    starts = start if isinstance(start, dict) else {s: start for s in skills}
     total = sum(counts[s] for s in skills)
     with tqdm(total=total, desc=f"{split} items", disable=not progress or total < 2000) as bar:
         for skill in skills:
-            for i in range(counts[skill]):
+            for i in range(starts.get(skill, 0), starts.get(skill, 0) + counts[skill]):
                 item = make_item(skill, split, i, seed, size)
                 buf = io.BytesIO()
                 item.image.save(buf, format="PNG", compress_level=1)

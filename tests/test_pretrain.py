@@ -42,3 +42,34 @@ def test_pretrain_config_errors():
         pretrain.PretrainConfig(steps=0)
     with pytest.raises(FileNotFoundError, match="no pretrained base model"):
         pretrain.info("/nonexistent/base")
+
+
+def test_curriculum_runs_its_stages_on_fresh_items(tmp_path, monkeypatch):
+    from jigsaw_lib import world
+
+    stages = [{"steps": 2, "mix": {"counting": 1, "ordering": 1}},
+              {"steps": 3, "mix": {"counting": 1, "perception": 1}}]
+    config = _config(stages=stages)
+    assert config.steps == 5 and [s for s, _ in config.plan()] == [2, 3]
+    built = []
+    original = world.build_dataset
+
+    def spy(counts, *a, **kw):
+        built.append((dict(counts), kw["start"]))
+        return original(counts, *a, **kw)
+
+    monkeypatch.setattr(world, "build_dataset", spy)
+    out = pretrain.pretrain(config, tmp_path / "c", progress=False)
+    # the second stage starts after the counting items of the first: no item is trained on twice
+    assert built[0] == ({"counting": 4, "ordering": 4}, {"counting": 0, "ordering": 0})
+    assert built[1] == ({"counting": 6, "perception": 6}, {"counting": 4, "perception": 0})
+    log = pretrain.info(out)["log"]
+    assert {h["stage"] for h in log} == {0, 1} and max(h["step"] for h in log) == 5  # steps count on across stages
+    assert "stages" not in pretrain.PretrainConfig().to_json()  # a plain mixture keeps its cache key
+
+
+def test_curriculum_errors():
+    with pytest.raises(ValueError, match="stage 1"):
+        pretrain.PretrainConfig(stages=[{"steps": 2, "mix": {"ordering": 1}}, {"steps": 0, "mix": {"ordering": 1}}])
+    with pytest.raises(ValueError, match="unknown skill"):
+        pretrain.PretrainConfig(stages=[{"steps": 2, "mix": {"jugglng": 1}}])

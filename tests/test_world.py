@@ -88,3 +88,10 @@ def test_build_dataset_is_trl_ready():
     row = ds[0]
     assert [p["type"] for p in row["prompt"][0]["content"]] == ["text", "image"]
     assert row["completion"][0]["content"][0]["text"] == f"<answer>{row['answer']}</answer>"
+
+
+def test_build_dataset_start_draws_later_items():
+    a = world.build_dataset({"ocr": 4}, skills=["ocr"], shuffle_seed=None, progress=False)
+    b = world.build_dataset({"ocr": 2}, skills=["ocr"], shuffle_seed=None, progress=False, start={"ocr": 2})
+    assert a["answer"][2:] == b["answer"]
+    assert [im.tobytes() for im in a["image"][2:]] == [im.tobytes() for im in b["image"]]
