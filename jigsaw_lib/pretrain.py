@@ -12,7 +12,7 @@ allows a curriculum: a list of stages, each with its own steps and skill mixture
 stay in later mixtures as replay), each run as its own ``SFTTrainer`` with warm-up and cosine decay;
 no training item is seen in two stages.
 
-The result is cached: ``base_model()`` returns the checkpoint directory if one trained with the same
+The result is cached: :func:`pretrain` returns the checkpoint directory if one trained with the same
 settings is there, and trains it otherwise (or when asked to ``retrain``). Training is deterministic
 for a seed on a given machine (same data, same initial weights, same order).
 """
@@ -120,7 +120,7 @@ def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT
         for s, n in counts.items():
             seen[s] = seen.get(s, 0) + n
         trainer = train.sft_trainer(
-            model, processor, data, out_dir / "trainer" / (f"stage{k}" if len(plan) > 1 else ""),
+            model, processor, data, out_dir / "trainer" / f"stage{k}" if len(plan) > 1 else out_dir / "trainer",
             max_steps=steps, per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
             lr_scheduler_type="cosine", warmup_steps=min(config.warmup_steps, steps // 2),
             weight_decay=config.weight_decay, seed=config.seed + k, data_seed=config.seed + k,
