@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 from transformers import TrainerCallback
 
 from . import evaluate
@@ -53,13 +54,17 @@ class Tracker(TrainerCallback):
         return pd.DataFrame(self.rows, columns=["method", "seed", "step", "metric", "value"])
 
     # -- measuring ---------------------------------------------------------------------------------
-    def _kl_probe(self):
+    def _kl_probe(self, device):
+        # the reference model samples on the policy's device: at paper scale a 3B model on the CPU would take hours
         base, _ = load(self.cfg.base)
+        base.to(device)
         data = evaluate.jigsaw_eval_set(*self.cfg.grids[0], self.cfg.eval_kl, self.cfg.image_size,
                                         self.cfg.answer_format, seed=evaluate.JIGSAW_TEST_SEED + 1)
         probe = KLProbe(base, self.processor, data["prompt"], data["image"], samples=4,
                         max_new_tokens=self.cfg.max_completion_length)
         del base
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
         return probe
 
     def measure(self, model, step: int):
@@ -97,7 +102,7 @@ class Tracker(TrainerCallback):
             times = old[old.metric == "wall_seconds"]
             self.train_seconds = float(times["value"].max()) if len(times) else 0.0
         if self.kl is None:
-            self.kl = self._kl_probe()
+            self.kl = self._kl_probe(model.device)
         if state.global_step == 0 and not self.rows:
             self.measure(model, 0)
         self._t = time.perf_counter()

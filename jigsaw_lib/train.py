@@ -125,10 +125,11 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
         model.config._name_or_path = str(cfg.base)
     tracker = Tracker(cfg, processor, out, prior=prior, progress=progress)
     checkpoint_every = trl.pop("checkpoint_every", cfg.eval_every)
-    trainer = trainer_fn(model, processor, data, out / "trainer", max_steps=cfg.max_steps,
-                         learning_rate=cfg.learning_rate, seed=cfg.seed, data_seed=cfg.seed,
-                         lr_scheduler_type="constant", save_strategy="steps", save_steps=checkpoint_every,
-                         save_total_limit=1, disable_tqdm=not progress, **{**trl, **cfg.trl})
+    settings = dict(max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, seed=cfg.seed, data_seed=cfg.seed,
+                    lr_scheduler_type="constant", save_strategy="steps", save_steps=checkpoint_every,
+                    save_total_limit=1, disable_tqdm=not progress)
+    settings.update({**trl, **cfg.trl})  # cfg.trl may override any of these (e.g. save_strategy="no")
+    trainer = trainer_fn(model, processor, data, out / "trainer", **settings)
     trainer.add_callback(tracker)
     for cb in extra_callbacks:
         trainer.add_callback(cb)
@@ -185,7 +186,10 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
     from .models import load
     from .puzzles import assistant_turn
 
+    from accelerate import PartialState
+
     model, processor = load(checkpoint)
+    model.to(PartialState().device)  # sample on the GPU where there is one (the process's own under accelerate)
     sampled = generate(model, processor, list(data["prompt"]), list(data["image"]), max_new_tokens=max_new_tokens,
                        do_sample=True, temperature=temperature, num_samples=per_prompt, progress=progress,
                        desc="rollouts")

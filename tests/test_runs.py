@@ -40,6 +40,14 @@ def test_sft_run_tracks_every_metric(tiny_pocket_dir, tmp_path):
     assert (result.final / "model.safetensors").exists()
 
 
+def test_trl_settings_override_the_runner_defaults(tiny_pocket_dir, tmp_path):
+    # e.g. no resumable checkpoints at paper scale, where fp32 weights and AdamW states of 3B take 45 GB each
+    cfg = tiny("sft", tiny_pocket_dir, max_steps=2, trl={"save_strategy": "no", "lr_scheduler_type": "linear"})
+    result = train.run_sft(cfg, tmp_path / "sft", progress=False, prior=False)
+    assert not list((result.output_dir / "trainer").glob("checkpoint-*"))
+    assert (result.final / "model.safetensors").exists()
+
+
 class StopAt(TrainerCallback):
     def __init__(self, step):
         self.step = step
