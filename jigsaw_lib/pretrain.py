@@ -45,11 +45,15 @@ class PretrainConfig:
     # a curriculum: [{"steps": 600, "mix": {"counting": 1, "ordering": 1}}, ...]; when given, it replaces
     # steps and mix (steps becomes the total of the stages)
     stages: list | None = None
+    # changes to the world's settings (world.WorldSettings), e.g. {"digit_pixel": 0.0625}; {} is the default world
+    world: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if isinstance(self.spec, dict):
             self.spec = PocketSpec(**self.spec)
         world.check_skills(self.mix)
+        with world.configure(**self.world):  # unknown settings are errors here, not after minutes of training
+            pass
         if self.stages:
             for i, stage in enumerate(self.stages):
                 if set(stage) != {"steps", "mix"} or int(stage["steps"]) < 1:
@@ -80,6 +84,8 @@ class PretrainConfig:
         d = asdict(self)
         if not self.stages:  # a plain mixture keeps the key it had before curricula existed (cache hits)
             d.pop("stages")
+        if not self.world:  # so does the default world
+            d.pop("world")
         return d
 
 
@@ -96,12 +102,17 @@ def _cached(out_dir: Path, config: PretrainConfig) -> bool:
 def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT_DIR, *,
              retrain: bool = False, progress: bool = True, callbacks=None) -> Path:
     """Train (or find cached) a pocket base model; returns its checkpoint directory."""
-    from . import train
-
     config = config or PretrainConfig()
     out_dir = Path(out_dir)
     if not retrain and _cached(out_dir, config):
         return out_dir
+    with world.configure(**config.world):
+        return _pretrain(config, out_dir, progress, callbacks)
+
+
+def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) -> Path:
+    from . import train
+
     start = time.perf_counter()
     corpus = default_corpus() + world.corpus()
     init_dir = out_dir / "init"

@@ -28,13 +28,19 @@ numbered grid), so a model that never saw a puzzle still answers one in the righ
 
 Items are generated from seeds: the train and held-out splits draw from disjoint seed streams, so
 they never share a scene (tested).
+
+**Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, the ordering
+skill's grids, the wording of prompts, context sentences before questions); its defaults are the world
+of the shipped base. ``with world.configure(digit_pixel=1 / 16): ...`` changes them inside a block, and
+``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -59,7 +65,69 @@ SKILLS = {  # skill -> the benchmark family it stands for
     "ordering": "MMMU",
 }
 SPLITS = ("train", "test")
-ORDERING_GRIDS = ((2, 2), (1, 2), (2, 1))
+# Context sentences that may precede a question (WorldSettings.preamble_rate): a model that meets, in
+# training, paragraphs it cannot use may learn to look past them to the question and its stated format,
+# as it must in a jigsaw prompt, whose task paragraph it has never seen.
+PREAMBLES = (
+    "Look at the image carefully before you answer.",
+    "The image shows a small scene or a pattern of coloured regions.",
+    "Your task is to answer one question about the image.",
+    "Answer in exactly the format that the question asks for.",
+    "Some images are made of regions of equal size.",
+    "Each question has exactly one right answer.",
+    "Think about where things are in the image.",
+    "The answer depends on what the image shows.",
+    "Read the whole question first.",
+    "Positions, colours and shapes may all matter.",
+    "Images may be cut into parts, and the parts may be moved.",
+    "Count carefully when the question asks for numbers.",
+)
+
+
+@dataclass(frozen=True)
+class WorldSettings:
+    """How the world is drawn and its questions worded. The defaults are the world of the shipped base model.
+
+    A pretraining run records its changes (``PretrainConfig.world``), so a base from another world is a
+    checkpoint of its own; evaluate it in its world: ``with world.configure(**changes): ...``.
+    """
+
+    object_radius: tuple = (0.07, 0.05)  # radius = a + b * depth below the horizon (fractions of the image side)
+    digit_pixel: float = 1 / 24  # one pixel of a sign's 3x5 digit bitmap (fraction of the image side)
+    sign_inside: bool = False  # size the sign from digit_pixel and keep it inside the image
+    placement_retries: int = 1  # place a scene's objects again from scratch, up to this often, until all fit
+    ordering_grids: tuple = (((2, 2), 0.5), ((1, 2), 0.25), ((2, 1), 0.25))  # (grid, weight) of the ordering skill
+    jigsaw_wording: bool = False  # ordering worded like the jigsaw prompt; every example "only shows the format"
+    preamble_rate: float = 0.0  # share of questions that 1-3 PREAMBLES sentences precede
+
+
+SETTINGS = WorldSettings()
+
+
+def _setting(name: str, value):
+    if name == "object_radius":
+        return tuple(float(v) for v in value)
+    if name == "ordering_grids":
+        return tuple(((int(g[0]), int(g[1])), float(w)) for g, w in value)
+    return value
+
+
+@contextmanager
+def configure(**changes):
+    """Change the world's settings inside a ``with`` block; a name WorldSettings lacks is an error."""
+    global SETTINGS
+    valid = [f.name for f in fields(WorldSettings)]
+    unknown = sorted(set(changes) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
+    old = SETTINGS
+    SETTINGS = replace(old, **{k: _setting(k, v) for k, v in changes.items()})
+    try:
+        yield SETTINGS
+    finally:
+        SETTINGS = old
+
+
 _DIGITS = {  # 3x5 bitmaps, drawn scaled: crisp at 64 px
     "0": "111101101101111", "1": "010110010010111", "2": "111001111100111", "3": "111001111001111",
     "4": "101101111001001", "5": "111100111001111", "6": "111100111101111", "7": "111001010010010",
@@ -117,24 +185,37 @@ def sample_scene(rng: np.random.Generator, n_things: int | None = None, sign: bo
     )
     if sign is None:
         sign = bool(rng.random() < 0.3)
+    world = SETTINGS
+    if world.sign_inside:  # the sign's size: the bitmap and a one-pixel margin
+        sw, sh = 5 * world.digit_pixel, 7 * world.digit_pixel
+    else:
+        sw, sh = 0.3, 0.28
     if sign:
-        scene.sign = (rng.uniform(0.05, 0.65), rng.uniform(horizon + 0.02, 0.7))
+        if world.sign_inside:  # on the ground where it fits, inside the image always
+            scene.sign = (rng.uniform(0.03, 0.97 - sw), min(rng.uniform(horizon + 0.02, 0.7), 0.98 - sh))
+        else:
+            scene.sign = (rng.uniform(0.05, 0.65), rng.uniform(horizon + 0.02, 0.7))
         scene.digit = str(int(rng.integers(10)))
     n = int(rng.integers(1, 5)) if n_things is None else n_things
     kinds = [(s, c) for s in SHAPES for c in COLORS]
-    for k in rng.permutation(len(kinds))[:n]:
-        shape, color = kinds[k]
-        for _ in range(30):  # rejection sampling: objects do not overlap each other or the sign
-            y = rng.uniform(horizon + 0.08, 0.9)
-            r = 0.07 + 0.05 * (y - horizon) / (1 - horizon)  # larger lower down
-            x = rng.uniform(r, 1 - r)
-            clear = all((x - t.x) ** 2 + (y - t.y) ** 2 > (r + t.r + 0.03) ** 2 for t in scene.things)
-            if scene.sign is not None:
-                sx, sy = scene.sign
-                clear &= not (sx - r < x < sx + 0.3 + r and sy - r < y < sy + 0.28 + r)
-            if clear:
-                scene.things.append(Thing(shape, color, float(x), float(y), float(r)))
-                break
+    chosen = [kinds[k] for k in rng.permutation(len(kinds))[:n]]
+    a, b = world.object_radius
+    for _ in range(world.placement_retries):  # place the objects again from scratch until all of them fit
+        scene.things = []
+        for shape, color in chosen:
+            for _ in range(30):  # rejection sampling: objects do not overlap each other or the sign
+                y = rng.uniform(horizon + 0.08, 0.9)
+                r = a + b * (y - horizon) / (1 - horizon)  # larger lower down
+                x = rng.uniform(r, 1 - r)
+                clear = all((x - t.x) ** 2 + (y - t.y) ** 2 > (r + t.r + 0.03) ** 2 for t in scene.things)
+                if scene.sign is not None:
+                    sx, sy = scene.sign
+                    clear &= not (sx - r < x < sx + sw + r and sy - r < y < sy + sh + r)
+                if clear:
+                    scene.things.append(Thing(shape, color, float(x), float(y), float(r)))
+                    break
+        if len(scene.things) == len(chosen):
+            break
     return scene
 
 
@@ -153,7 +234,7 @@ def render(scene: Scene, size: int | tuple[int, int] = 64) -> Image.Image:
     draw.ellipse((sx - sr, sy - sr, sx + sr, sy + sr), fill=(255, 240, 140))
     if scene.sign is not None:
         x0, y0 = int(scene.sign[0] * w), int(scene.sign[1] * h)
-        px = max(1, round(s / 24))  # one pixel of the 3x5 digit bitmap
+        px = max(1, round(s * SETTINGS.digit_pixel))  # one pixel of the 3x5 digit bitmap
         draw.rectangle((x0, y0, x0 + 5 * px, y0 + 7 * px), fill=(250, 250, 250))
         for i, bit in enumerate(_DIGITS[scene.digit]):
             if bit == "1":
@@ -207,7 +288,8 @@ def brightness_ranks(image: Image.Image, rows: int, cols: int) -> tuple[list[int
 
 def answer_instruction(what: str, example: str) -> str:
     return (f"Output only the final answer inside <answer> </answer> as {what}, for example: "
-            f"<answer>{example}</answer>.")
+            f"<answer>{example}</answer>" + (" (this example only shows the format; it is not the answer)."
+                                             if SETTINGS.jigsaw_wording else "."))
 
 
 def grid_description(rows: int, cols: int) -> str:
@@ -284,7 +366,9 @@ def _counting(rng, size):
 
 
 def _ordering(rng, size):
-    rows, cols = ORDERING_GRIDS[int(rng.choice(len(ORDERING_GRIDS), p=[0.5, 0.25, 0.25]))]
+    grids, weights = zip(*SETTINGS.ordering_grids)
+    weights = np.array(weights, dtype=float)
+    rows, cols = grids[int(rng.choice(len(grids), p=weights / weights.sum()))]
     n = rows * cols
     for _ in range(50):  # skip images whose cells are too close in brightness to rank reliably
         image = render(sample_scene(rng), size) if rng.random() < 0.5 else mosaic(rng, rows, cols, size)
@@ -292,9 +376,14 @@ def _ordering(rng, size):
         if gap >= 8:
             break
     example = " ".join(map(str, np.roll(np.arange(1, n + 1), 1)))
-    q = (f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n"
-         f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.\n\n"
-         + answer_instruction(f"{n} numbers separated by spaces", example))
+    if SETTINGS.jigsaw_wording:  # the jigsaw prompt's paragraphs, about another task
+        q = (f"The image is a {rows}x{cols} grid of tiles: it was cut into {rows} rows and {cols} columns of equal "
+             f"tiles. Your task is to rank the tiles by brightness.\n\n{grid_description(rows, cols)}\n\n"
+             f"For each position, write the brightness rank of its tile: 1 for the brightest, {n} for the darkest.\n\n")
+    else:
+        q = (f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n"
+             f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.\n\n")
+    q += answer_instruction(f"{n} numbers separated by spaces", example)
     return image, q, " ".join(map(str, ranks))
 
 
@@ -325,6 +414,10 @@ def make_item(skill: str, split: str, i: int, seed: int = 0, size: int = 64) -> 
     check_skills([skill])
     s = item_seed(skill, split, i, seed)
     image, question, answer = _MAKERS[skill](np.random.default_rng(s), size)
+    extra = np.random.default_rng([s, 1])  # a stream of its own: the item itself does not change
+    if SETTINGS.preamble_rate and extra.random() < SETTINGS.preamble_rate:
+        k = int(extra.integers(1, 4))
+        question = " ".join(PREAMBLES[i] for i in extra.choice(len(PREAMBLES), k, replace=False)) + "\n\n" + question
     return Item(skill, image, question, answer, s)
 
 

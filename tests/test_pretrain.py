@@ -73,3 +73,25 @@ def test_curriculum_errors():
         pretrain.PretrainConfig(stages=[{"steps": 2, "mix": {"ordering": 1}}, {"steps": 0, "mix": {"ordering": 1}}])
     with pytest.raises(ValueError, match="unknown skill"):
         pretrain.PretrainConfig(stages=[{"steps": 2, "mix": {"jugglng": 1}}])
+
+
+def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
+    from jigsaw_lib import world
+
+    changes = {"digit_pixel": 1 / 16, "sign_inside": True, "ordering_grids": [[[3, 3], 1.0]]}
+    config = _config(world=changes)
+    assert config.to_json()["world"] == changes and "world" not in pretrain.PretrainConfig().to_json()
+    seen = []
+    original = world.build_dataset
+
+    def spy(*a, **kw):
+        seen.append(world.SETTINGS)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(world, "build_dataset", spy)
+    out = pretrain.pretrain(config, tmp_path / "w", progress=False)
+    assert seen and all(s.digit_pixel == 1 / 16 and s.ordering_grids == (((3, 3), 1.0),) for s in seen)
+    assert world.SETTINGS == world.WorldSettings()  # the default world again afterwards
+    assert pretrain._cached(out, config) and not pretrain._cached(out, _config())
+    with pytest.raises(ValueError, match="unknown world setting.*digit_pixels"):
+        pretrain.PretrainConfig(world={"digit_pixels": 0.1})

@@ -38,10 +38,16 @@ def test_answers_are_balanced_enough():
     assert cells == {"1", "2", "3", "4"}
 
 
-def test_ordering_answers_in_the_jigsaw_format():
-    for it in world.items("ordering", "test", 60):
+@pytest.mark.parametrize("grids", [None, [[[1, 3], 1], [[3, 3], 1], [[2, 3], 1]]])
+def test_ordering_answers_in_the_jigsaw_format(grids):
+    changes = {"ordering_grids": grids} if grids else {}
+    with world.configure(**changes):
+        allowed = {r * c for (r, c), _ in world.SETTINGS.ordering_grids}
+        its = world.items("ordering", "test", 60)
+    assert {len(it.answer.split()) for it in its} == allowed
+    for it in its:
         n = len(it.answer.split())
-        assert n in (2, 4)
+        assert f"as {n} numbers separated by spaces" in it.question
         # exactly the jigsaw's answer format: the jigsaw parser accepts it
         assert answers.parse_answer(f"<answer>{it.answer}</answer>", n) is not None
         assert "1 (top-left)" in it.question or "1 (left)" in it.question or "1 (top)" in it.question
@@ -95,3 +101,32 @@ def test_build_dataset_start_draws_later_items():
     b = world.build_dataset({"ocr": 2}, skills=["ocr"], shuffle_seed=None, progress=False, start={"ocr": 2})
     assert a["answer"][2:] == b["answer"]
     assert [im.tobytes() for im in a["image"][2:]] == [im.tobytes() for im in b["image"]]
+
+
+def test_world_settings_change_the_world_inside_the_block_only():
+    default = world.items("ocr", "test", 5)
+    with world.configure(digit_pixel=1 / 16, sign_inside=True, object_radius=[0.09, 0.05], placement_retries=20):
+        larger = world.items("ocr", "test", 5)
+        rng = np.random.default_rng(0)
+        for _ in range(200):
+            scene = world.sample_scene(rng, n_things=4, sign=True)
+            sx, sy = scene.sign
+            assert 0 < sx and sx + 5 / 16 < 1 and sy + 7 / 16 < 1  # the larger sign stays inside the image
+    assert [a.answer for a in default] == [b.answer for b in larger]  # the same questions, drawn larger
+    assert [a.image.tobytes() for a in default] != [b.image.tobytes() for b in larger]
+    assert [a.image.tobytes() for a in default] == [c.image.tobytes() for c in world.items("ocr", "test", 5)]
+    with pytest.raises(ValueError, match="unknown world setting.*colour"):
+        with world.configure(colour="red"):
+            pass
+
+
+def test_jigsaw_wording_and_preambles_change_only_the_question():
+    plain = world.items("ordering", "test", 40)
+    with world.configure(jigsaw_wording=True, preamble_rate=0.5):
+        worded = world.items("ordering", "test", 40)
+    assert [a.answer for a in plain] == [b.answer for b in worded]
+    assert [a.image.tobytes() for a in plain] == [b.image.tobytes() for b in worded]
+    assert all("(this example only shows the format; it is not the answer)." in b.question for b in worded)
+    assert all("grid of tiles" in b.question and "Your task is to rank the tiles" in b.question for b in worded)
+    preambled = [b for b in worded if b.question.split("\n\n")[0].split(". ")[0].rstrip(".") + "." in world.PREAMBLES]
+    assert 0.25 < len(preambled) / len(worded) < 0.75
