@@ -60,9 +60,11 @@ def build(size: str, save_dir: Path) -> int:
                            tie_word_embeddings=text["tie_word_embeddings"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.set_default_dtype(torch.bfloat16)  # as the published checkpoints; the runners load fp32 master weights
-    with torch.device(device):
-        model = Qwen2_5_VLForConditionalGeneration(cfg)
-    torch.set_default_dtype(torch.float32)
+    try:
+        with torch.device(device):
+            model = Qwen2_5_VLForConditionalGeneration(cfg)
+    finally:
+        torch.set_default_dtype(torch.float32)
     model.generation_config = GenerationConfig(do_sample=False, **special)
     model.save_pretrained(save_dir)
     image = dict(patch_size=14, merge_size=2, temporal_patch_size=2, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)

@@ -52,8 +52,7 @@ class PretrainConfig:
         if isinstance(self.spec, dict):
             self.spec = PocketSpec(**self.spec)
         world.check_skills(self.mix)
-        with world.configure(**self.world):  # unknown settings are errors here, not after minutes of training
-            pass
+        self.world = world.normalise(self.world)  # errors here, not after minutes of training; one cache key
         if self.stages:
             for i, stage in enumerate(self.stages):
                 if set(stage) != {"steps", "mix"} or int(stage["steps"]) < 1:
@@ -148,6 +147,13 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) 
     (out_dir / INFO).write_text(json.dumps({
         "config": config.to_json(), "seconds": seconds, "data_seconds": data_seconds, "log": log}, indent=1))
     return out_dir
+
+
+def world_of(checkpoint: str | Path) -> dict:
+    """The world changes a pocket base was pretrained with ({} for the default world or a checkpoint
+    without pretraining info, e.g. Qwen's); runs from that base use them for puzzles and prior skills."""
+    path = Path(checkpoint) / INFO
+    return json.loads(path.read_text())["config"].get("world", {}) if path.exists() else {}
 
 
 def info(out_dir: str | Path = DEFAULT_DIR) -> dict:

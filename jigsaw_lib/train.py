@@ -125,11 +125,15 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
         model.config._name_or_path = str(cfg.base)
     tracker = Tracker(cfg, processor, out, prior=prior, progress=progress)
     checkpoint_every = trl.pop("checkpoint_every", cfg.eval_every)
-    settings = dict(max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, seed=cfg.seed, data_seed=cfg.seed,
-                    lr_scheduler_type="constant", save_strategy="steps", save_steps=checkpoint_every,
+    fixed = dict(max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, seed=cfg.seed, data_seed=cfg.seed, **trl)
+    clash = sorted(set(cfg.trl) & set(fixed))
+    if clash:
+        raise ValueError(f"trl={{...}} sets {clash}, which the run's own config fields decide; set those fields instead "
+                         "(e.g. config.make(..., learning_rate=...)), so that the recorded config is what ran")
+    # the runner's defaults, which cfg.trl may change (e.g. save_strategy="no" where checkpoints would fill a disk)
+    defaults = dict(lr_scheduler_type="constant", save_strategy="steps", save_steps=checkpoint_every,
                     save_total_limit=1, disable_tqdm=not progress)
-    settings.update({**trl, **cfg.trl})  # cfg.trl may override any of these (e.g. save_strategy="no")
-    trainer = trainer_fn(model, processor, data, out / "trainer", **settings)
+    trainer = trainer_fn(model, processor, data, out / "trainer", **fixed, **{**defaults, **cfg.trl})
     trainer.add_callback(tracker)
     for cb in extra_callbacks:
         trainer.add_callback(cb)
@@ -153,6 +157,22 @@ class RunResult:
         return self.output_dir / "final"
 
 
+def in_base_world(runner):
+    """Run in the world the base model was pretrained in (puzzle images and prior skills; see pretrain.world_of)."""
+    import functools
+
+    @functools.wraps(runner)
+    def wrapped(cfg, *args, **kwargs):
+        from . import world
+        from .pretrain import world_of
+
+        with world.configure(**world_of(cfg.base)):
+            return runner(cfg, *args, **kwargs)
+
+    return wrapped
+
+
+@in_base_world
 def run_sft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, progress: bool = True,
             callbacks=(), data=None) -> RunResult:
     """SFT on ground-truth answers: TRL SFTTrainer on (prompt, image, answer) puzzles."""
@@ -161,6 +181,7 @@ def run_sft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, p
                 per_device_train_batch_size=per_process(cfg.batch_size))
 
 
+@in_base_world
 def run_rft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, progress: bool = True,
             callbacks=()) -> RunResult:
     """RFT: TRL GRPOTrainer on the same puzzles, rewarded by hit + exact + format, KL to the base (beta)."""
@@ -193,6 +214,9 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
     sampled = generate(model, processor, list(data["prompt"]), list(data["image"]), max_new_tokens=max_new_tokens,
                        do_sample=True, temperature=temperature, num_samples=per_prompt, progress=progress,
                        desc="rollouts")
+    del model  # free the accelerator before the SFT run loads its own copy
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     keep = []
     for i, group in enumerate(sampled):
         exact = score_jigsaw(group, [data[i]["solution"]] * len(group), answer_format)["exact"]
@@ -205,6 +229,7 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
     return Dataset.from_dict(rows, features=data.features), stats
 
 
+@in_base_world
 def run_rollout_sft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, progress: bool = True,
                     callbacks=()) -> RunResult:
     """SFT from the base model on the correct rollouts of an RFT checkpoint (cfg.rollouts_from)."""

@@ -38,6 +38,7 @@ of the shipped base. ``with world.configure(digit_pixel=1 / 16): ...`` changes t
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
@@ -109,17 +110,31 @@ def _setting(name: str, value):
         return tuple(float(v) for v in value)
     if name == "ordering_grids":
         return tuple(((int(g[0]), int(g[1])), float(w)) for g, w in value)
-    return value
+    if name in ("sign_inside", "jigsaw_wording"):
+        return bool(value)
+    if name == "placement_retries":
+        return int(value)
+    return float(value)
+
+
+def normalise(changes: dict) -> dict:
+    """World changes in one canonical, JSON-ready form (lists, floats): the same world gives the same cache key."""
+    valid = [f.name for f in fields(WorldSettings)]
+    unknown = sorted(set(changes) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
+    settings = replace(WorldSettings(), **{k: _setting(k, v) for k, v in changes.items()})
+    if settings.digit_pixel != WorldSettings.digit_pixel and not settings.sign_inside:
+        raise ValueError("a digit_pixel other than the default needs sign_inside=True: otherwise the larger sign "
+                         "may run off the image and objects may cover it")
+    return json.loads(json.dumps({k: _setting(k, v) for k, v in changes.items()}))
 
 
 @contextmanager
 def configure(**changes):
     """Change the world's settings inside a ``with`` block; a name WorldSettings lacks is an error."""
     global SETTINGS
-    valid = [f.name for f in fields(WorldSettings)]
-    unknown = sorted(set(changes) - set(valid))
-    if unknown:
-        raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
+    normalise(changes)  # unknown or inconsistent settings are errors
     old = SETTINGS
     SETTINGS = replace(old, **{k: _setting(k, v) for k, v in changes.items()})
     try:
@@ -417,7 +432,8 @@ def make_item(skill: str, split: str, i: int, seed: int = 0, size: int = 64) -> 
     extra = np.random.default_rng([s, 1])  # a stream of its own: the item itself does not change
     if SETTINGS.preamble_rate and extra.random() < SETTINGS.preamble_rate:
         k = int(extra.integers(1, 4))
-        question = " ".join(PREAMBLES[i] for i in extra.choice(len(PREAMBLES), k, replace=False)) + "\n\n" + question
+        chosen = extra.choice(len(PREAMBLES), k, replace=False)
+        question = " ".join(PREAMBLES[j] for j in chosen) + "\n\n" + question
     return Item(skill, image, question, answer, s)
 
 

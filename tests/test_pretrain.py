@@ -81,6 +81,9 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
     changes = {"digit_pixel": 1 / 16, "sign_inside": True, "ordering_grids": [[[3, 3], 1.0]]}
     config = _config(world=changes)
     assert config.to_json()["world"] == changes and "world" not in pretrain.PretrainConfig().to_json()
+    # tuples, ints and lists name the same world: one cache key, also after a JSON round trip
+    same = _config(world={"digit_pixel": 0.0625, "sign_inside": 1, "ordering_grids": (((3, 3), 1),)})
+    assert same.to_json() == config.to_json() == json.loads(json.dumps(config.to_json()))
     seen = []
     original = world.build_dataset
 
@@ -93,5 +96,8 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
     assert seen and all(s.digit_pixel == 1 / 16 and s.ordering_grids == (((3, 3), 1.0),) for s in seen)
     assert world.SETTINGS == world.WorldSettings()  # the default world again afterwards
     assert pretrain._cached(out, config) and not pretrain._cached(out, _config())
+    assert pretrain.world_of(out) == changes and pretrain.world_of(tmp_path) == {}
     with pytest.raises(ValueError, match="unknown world setting.*digit_pixels"):
         pretrain.PretrainConfig(world={"digit_pixels": 0.1})
+    with pytest.raises(ValueError, match="sign_inside"):  # a larger sign must be kept inside the image
+        pretrain.PretrainConfig(world={"digit_pixel": 0.1})

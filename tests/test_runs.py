@@ -43,9 +43,38 @@ def test_sft_run_tracks_every_metric(tiny_pocket_dir, tmp_path):
 def test_trl_settings_override_the_runner_defaults(tiny_pocket_dir, tmp_path):
     # e.g. no resumable checkpoints at paper scale, where fp32 weights and AdamW states of 3B take 45 GB each
     cfg = tiny("sft", tiny_pocket_dir, max_steps=2, trl={"save_strategy": "no", "lr_scheduler_type": "linear"})
-    result = train.run_sft(cfg, tmp_path / "sft", progress=False, prior=False)
+    seen = {}
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen["scheduler"] = getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)
+
+    result = train.run_sft(cfg, tmp_path / "sft", progress=False, prior=False, callbacks=[Spy()])
     assert not list((result.output_dir / "trainer").glob("checkpoint-*"))
     assert (result.final / "model.safetensors").exists()
+    assert seen["scheduler"] == "linear"
+    # but not what the config's own fields decide: the recorded config must be what ran
+    with pytest.raises(ValueError, match="learning_rate"):
+        train.run_sft(tiny("sft", tiny_pocket_dir, trl={"learning_rate": 1.0}), tmp_path / "bad", progress=False)
+
+
+def test_runs_use_the_world_their_base_was_pretrained_in(tiny_pocket_dir, tmp_path):
+    import json
+    import shutil
+
+    from jigsaw_lib import pretrain, world
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_pocket_dir, base)
+    (base / pretrain.INFO).write_text(json.dumps({"config": {"world": {"jigsaw_wording": True}}}))
+    seen = []
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            seen.append(world.SETTINGS.jigsaw_wording)
+
+    train.run_sft(tiny("sft", base, max_steps=1), tmp_path / "sft", progress=False, prior=False, callbacks=[Spy()])
+    assert seen == [True] and world.SETTINGS == world.WorldSettings()
 
 
 class StopAt(TrainerCallback):
