@@ -69,6 +69,12 @@ SPLITS = ("train", "test")
 # Context sentences that may precede a question (WorldSettings.preamble_rate): a model that meets, in
 # training, paragraphs it cannot use may learn to look past them to the question and its stated format,
 # as it must in a jigsaw prompt, whose task paragraph it has never seen.
+ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
+    "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
+    "Rank the regions by brightness: at each position write the rank of its region, 1 for the brightest.",
+    "Which regions are brighter? For every position give the brightness rank of its region (1 = brightest).",
+    "Order the regions from the brightest to the darkest, and write at each position the rank of its region.",
+)
 PREAMBLES = (
     "Look at the image carefully before you answer.",
     "The image shows a small scene or a pattern of coloured regions.",
@@ -100,6 +106,8 @@ class WorldSettings:
     ordering_grids: tuple = (((2, 2), 0.5), ((1, 2), 0.25), ((2, 1), 0.25))  # (grid, weight) of the ordering skill
     jigsaw_wording: bool = False  # ordering worded like the jigsaw prompt; every example "only shows the format"
     preamble_rate: float = 0.0  # share of questions that 1-3 PREAMBLES sentences precede
+    ordering_paraphrases: bool = False  # the ordering task in several wordings, none stating the count: only
+    # the grid and the format sentence ("as N numbers"), which the jigsaw prompt shares, tell the answer's length
 
 
 SETTINGS = WorldSettings()
@@ -110,7 +118,7 @@ def _setting(name: str, value):
         return tuple(float(v) for v in value)
     if name == "ordering_grids":
         return tuple(((int(g[0]), int(g[1])), float(w)) for g, w in value)
-    if name in ("sign_inside", "jigsaw_wording"):
+    if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases"):
         return bool(value)
     if name == "placement_retries":
         return int(value)
@@ -398,6 +406,9 @@ def _ordering(rng, size):
     else:
         q = (f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n"
              f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.\n\n")
+    if SETTINGS.ordering_paraphrases:
+        task = ORDERING_TASKS[int(rng.integers(len(ORDERING_TASKS)))]  # drawn last: image and answer unchanged
+        q = f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n{task}\n\n"
     q += answer_instruction(f"{n} numbers separated by spaces", example)
     return image, q, " ".join(map(str, ranks))
 

@@ -130,3 +130,14 @@ def test_jigsaw_wording_and_preambles_change_only_the_question():
     assert all("grid of tiles" in b.question and "Your task is to rank the tiles" in b.question for b in worded)
     preambled = [b for b in worded if b.question.split("\n\n")[0].split(". ")[0].rstrip(".") + "." in world.PREAMBLES]
     assert 0.25 < len(preambled) / len(worded) < 0.75
+
+
+def test_ordering_paraphrases_state_the_count_only_in_grid_and_format():
+    plain = world.items("ordering", "test", 40)
+    with world.configure(ordering_paraphrases=True):
+        reworded = world.items("ordering", "test", 40)
+    assert [a.answer for a in plain] == [b.answer for b in reworded]
+    assert [a.image.tobytes() for a in plain] == [b.image.tobytes() for b in reworded]
+    tasks = {b.question.split("\n\n")[-2] for b in reworded}
+    assert tasks <= set(world.ORDERING_TASKS) and len(tasks) > 1
+    assert all("for the darkest" not in b.question for b in reworded)
