@@ -16,6 +16,7 @@ raised by TRL itself, and every TRL option is available.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -159,7 +160,6 @@ class RunResult:
 
 def in_base_world(runner):
     """Run in the world the base model was pretrained in (puzzle images and prior skills; see pretrain.world_of)."""
-    import functools
 
     @functools.wraps(runner)
     def wrapped(cfg, *args, **kwargs):
@@ -204,10 +204,10 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
     from datasets import Dataset
 
     from .evaluate import generate, score_jigsaw
+    from accelerate import PartialState
+
     from .models import load
     from .puzzles import assistant_turn
-
-    from accelerate import PartialState
 
     model, processor = load(checkpoint)
     model.to(PartialState().device)  # sample on the GPU where there is one (the process's own under accelerate)

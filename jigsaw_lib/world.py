@@ -66,15 +66,15 @@ SKILLS = {  # skill -> the benchmark family it stands for
     "ordering": "MMMU",
 }
 SPLITS = ("train", "test")
-# Context sentences that may precede a question (WorldSettings.preamble_rate): a model that meets, in
-# training, paragraphs it cannot use may learn to look past them to the question and its stated format,
-# as it must in a jigsaw prompt, whose task paragraph it has never seen.
 ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
     "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
     "Rank the regions by brightness: at each position write the rank of its region, 1 for the brightest.",
     "Which regions are brighter? For every position give the brightness rank of its region (1 = brightest).",
     "Order the regions from the brightest to the darkest, and write at each position the rank of its region.",
 )
+# Context sentences that may precede a question (WorldSettings.preamble_rate): a model that meets, in
+# training, paragraphs it cannot use may learn to look past them to the question and its stated format,
+# as it must in a jigsaw prompt, whose task paragraph it has never seen.
 PREAMBLES = (
     "Look at the image carefully before you answer.",
     "The image shows a small scene or a pattern of coloured regions.",
@@ -142,9 +142,9 @@ def normalise(changes: dict) -> dict:
 def configure(**changes):
     """Change the world's settings inside a ``with`` block; a name WorldSettings lacks is an error."""
     global SETTINGS
-    normalise(changes)  # unknown or inconsistent settings are errors
+    checked = normalise(changes)  # unknown or inconsistent settings are errors
     old = SETTINGS
-    SETTINGS = replace(old, **{k: _setting(k, v) for k, v in changes.items()})
+    SETTINGS = replace(old, **{k: _setting(k, v) for k, v in checked.items()})
     try:
         yield SETTINGS
     finally:
@@ -209,15 +209,14 @@ def sample_scene(rng: np.random.Generator, n_things: int | None = None, sign: bo
     if sign is None:
         sign = bool(rng.random() < 0.3)
     world = SETTINGS
-    if world.sign_inside:  # the sign's size: the bitmap and a one-pixel margin
+    if world.sign_inside:  # the sign's size (bitmap and a one-pixel margin); on the ground, inside the image
         sw, sh = 5 * world.digit_pixel, 7 * world.digit_pixel
+        place = lambda: (rng.uniform(0.03, 0.97 - sw), min(rng.uniform(horizon + 0.02, 0.7), 0.98 - sh))  # noqa: E731
     else:
         sw, sh = 0.3, 0.28
+        place = lambda: (rng.uniform(0.05, 0.65), rng.uniform(horizon + 0.02, 0.7))  # noqa: E731
     if sign:
-        if world.sign_inside:  # on the ground where it fits, inside the image always
-            scene.sign = (rng.uniform(0.03, 0.97 - sw), min(rng.uniform(horizon + 0.02, 0.7), 0.98 - sh))
-        else:
-            scene.sign = (rng.uniform(0.05, 0.65), rng.uniform(horizon + 0.02, 0.7))
+        scene.sign = place()
         scene.digit = str(int(rng.integers(10)))
     n = int(rng.integers(1, 5)) if n_things is None else n_things
     kinds = [(s, c) for s in SHAPES for c in COLORS]
@@ -399,17 +398,17 @@ def _ordering(rng, size):
         if gap >= 8:
             break
     example = " ".join(map(str, np.roll(np.arange(1, n + 1), 1)))
-    if SETTINGS.jigsaw_wording:  # the jigsaw prompt's paragraphs, about another task
-        q = (f"The image is a {rows}x{cols} grid of tiles: it was cut into {rows} rows and {cols} columns of equal "
-             f"tiles. Your task is to rank the tiles by brightness.\n\n{grid_description(rows, cols)}\n\n"
-             f"For each position, write the brightness rank of its tile: 1 for the brightest, {n} for the darkest.\n\n")
-    else:
-        q = (f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n"
-             f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.\n\n")
     if SETTINGS.ordering_paraphrases:
         task = ORDERING_TASKS[int(rng.integers(len(ORDERING_TASKS)))]  # drawn last: image and answer unchanged
-        q = f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n{task}\n\n"
-    q += answer_instruction(f"{n} numbers separated by spaces", example)
+        q = f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n{task}"
+    elif SETTINGS.jigsaw_wording:  # the jigsaw prompt's paragraphs, about another task
+        q = (f"The image is a {rows}x{cols} grid of tiles: it was cut into {rows} rows and {cols} columns of equal "
+             f"tiles. Your task is to rank the tiles by brightness.\n\n{grid_description(rows, cols)}\n\n"
+             f"For each position, write the brightness rank of its tile: 1 for the brightest, {n} for the darkest.")
+    else:
+        q = (f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n"
+             f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.")
+    q += "\n\n" + answer_instruction(f"{n} numbers separated by spaces", example)
     return image, q, " ".join(map(str, ranks))
 
 
@@ -440,8 +439,8 @@ def make_item(skill: str, split: str, i: int, seed: int = 0, size: int = 64) -> 
     check_skills([skill])
     s = item_seed(skill, split, i, seed)
     image, question, answer = _MAKERS[skill](np.random.default_rng(s), size)
-    extra = np.random.default_rng([s, 1])  # a stream of its own: the item itself does not change
-    if SETTINGS.preamble_rate and extra.random() < SETTINGS.preamble_rate:
+    extra = np.random.default_rng([s, 1]) if SETTINGS.preamble_rate else None  # its own stream: the item is unchanged
+    if extra is not None and extra.random() < SETTINGS.preamble_rate:
         k = int(extra.integers(1, 4))
         chosen = extra.choice(len(PREAMBLES), k, replace=False)
         question = " ".join(PREAMBLES[j] for j in chosen) + "\n\n" + question
