@@ -28,12 +28,30 @@ from . import paths, world
 from .models import PocketSpec, build_pocket, default_corpus, load, save
 
 
+# The shipped base's curriculum (README, "Pocket world", E4): counting and ordering first (learned together
+# at once), then the object skills, then reading and existence, then all six; earlier skills stay as replay.
+CURRICULUM = [
+    {"steps": 400, "mix": {"counting": 1, "ordering": 1}},
+    {"steps": 400, "mix": {"counting": 0.5, "ordering": 0.5, "perception": 1, "grounding": 1}},
+    {"steps": 400, "mix": {"counting": 0.5, "ordering": 0.5, "perception": 0.5, "grounding": 0.5,
+                           "hallucination": 1, "ocr": 1}},
+    {"steps": 400, "mix": {"grounding": 1.5, "ocr": 1.5, "perception": 1.5, "hallucination": 1.5, "counting": 1,
+                           "ordering": 2}},
+]
+
+
 @dataclass
 class PretrainConfig:
-    """What a pocket base model is trained with. Any change gives a different cached checkpoint."""
+    """What a pocket base model is trained with. Any change gives a different cached checkpoint.
+
+    The defaults are the shipped base: :data:`CURRICULUM` in the default world. ``steps`` given with a
+    curriculum scales its stages to that total, each keeping its share (and at least one step), so
+    ``PretrainConfig(steps=40)`` is the same schedule in small; ``stages=None`` trains one mixture (``mix``)
+    for ``steps`` (2000 if not given).
+    """
 
     spec: PocketSpec = field(default_factory=PocketSpec)
-    steps: int = 2000
+    steps: int | None = None
     batch_size: int = 32
     learning_rate: float = 1e-3
     warmup_steps: int = 100
@@ -42,10 +60,9 @@ class PretrainConfig:
     # relative weight of each skill in the mixture: the slow learners (reading, binding, ranking) get more
     mix: dict = field(default_factory=lambda: {"grounding": 1.5, "ocr": 1.5, "perception": 1.5,
                                                "hallucination": 1.5, "counting": 1.0, "ordering": 2.0})
-    # a curriculum: [{"steps": 600, "mix": {"counting": 1, "ordering": 1}}, ...]; when given, it replaces
-    # steps and mix (steps becomes the total of the stages)
-    stages: list | None = None
-    # changes to the world's settings (world.WorldSettings), e.g. {"digit_pixel": 0.0625}; {} is the default world
+    # a curriculum: [{"steps": 600, "mix": {"counting": 1, "ordering": 1}}, ...]; it replaces mix
+    stages: list | None = field(default_factory=lambda: json.loads(json.dumps(CURRICULUM)))
+    # changes to the world's settings (world.WorldSettings), e.g. {"digit_pixel": 0.05}; {} is the default world
     world: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -59,7 +76,14 @@ class PretrainConfig:
                     raise ValueError(f"stage {i} of the curriculum must be {{'steps': n >= 1, 'mix': {{skill: "
                                      f"weight}}}}, got {stage!r}")
                 world.check_skills(stage["mix"])
-            self.steps = sum(int(stage["steps"]) for stage in self.stages)
+            total = sum(int(stage["steps"]) for stage in self.stages)
+            if self.steps is not None and self.steps >= 1 and self.steps != total:
+                self.stages = [{"steps": max(1, round(int(stage["steps"]) * self.steps / total)), "mix": stage["mix"]}
+                               for stage in self.stages]
+            if self.steps is None or self.steps >= 1:
+                self.steps = sum(int(stage["steps"]) for stage in self.stages)
+        elif self.steps is None:
+            self.steps = 2000
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
 
@@ -81,10 +105,9 @@ class PretrainConfig:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        if not self.stages:  # a plain mixture keeps the key it had before curricula existed (cache hits)
+        if not self.stages:  # a plain mixture keeps the key it had before curricula existed
             d.pop("stages")
-        if not self.world:  # so does the default world
-            d.pop("world")
+        d["world"] = world.resolve(self.world)  # every setting: the record stays true when defaults change
         return d
 
 
@@ -92,10 +115,15 @@ DEFAULT_DIR = paths.CHECKPOINTS / "pocket-base"
 INFO = "pretrain_info.json"
 
 
+def _saved_config(out_dir: Path) -> dict:
+    """A checkpoint's recorded config, its world in full (older records hold changes to FIRST_WORLD)."""
+    saved = json.loads((out_dir / INFO).read_text())["config"]
+    return {**saved, "world": world.resolve(saved.get("world", {}), world.FIRST_WORLD)}
+
+
 def _cached(out_dir: Path, config: PretrainConfig) -> bool:
-    info = out_dir / INFO
-    return info.exists() and (out_dir / "config.json").exists() and \
-        json.loads(info.read_text()).get("config") == config.to_json()
+    return (out_dir / INFO).exists() and (out_dir / "config.json").exists() and \
+        _saved_config(out_dir) == config.to_json()
 
 
 def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT_DIR, *,
@@ -150,10 +178,9 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) 
 
 
 def world_of(checkpoint: str | Path) -> dict:
-    """The world changes a pocket base was pretrained with ({} for the default world or a checkpoint
-    without pretraining info, e.g. Qwen's); runs from that base use them for puzzles and prior skills."""
-    path = Path(checkpoint) / INFO
-    return json.loads(path.read_text())["config"].get("world", {}) if path.exists() else {}
+    """The world a pocket base was pretrained in, every setting ({}, the default world, for a checkpoint
+    without pretraining info, e.g. Qwen's); runs from that base use it for puzzles and prior skills."""
+    return _saved_config(Path(checkpoint))["world"] if (Path(checkpoint) / INFO).exists() else {}
 
 
 def info(out_dir: str | Path = DEFAULT_DIR) -> dict:

@@ -31,8 +31,10 @@ they never share a scene (tested).
 
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, the ordering
 skill's grids, the wording of prompts, context sentences before questions); its defaults are the world
-of the shipped base. ``with world.configure(digit_pixel=1 / 16): ...`` changes them inside a block, and
-``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
+of the shipped base (experiment E4 in the README). :data:`FIRST_WORLD` is the world of the first base,
+in which the experiments E1-E4 are changes. ``with world.configure(digit_pixel=1 / 16): ...`` changes
+the settings inside a block, and ``PretrainConfig(world={...})`` trains (and caches) a base in a changed
+world.
 """
 
 from __future__ import annotations
@@ -95,19 +97,30 @@ PREAMBLES = (
 class WorldSettings:
     """How the world is drawn and its questions worded. The defaults are the world of the shipped base model.
 
-    A pretraining run records its changes (``PretrainConfig.world``), so a base from another world is a
-    checkpoint of its own; evaluate it in its world: ``with world.configure(**changes): ...``.
+    A pretraining run records its world (``PretrainConfig.world``), so a base from another world is a
+    checkpoint of its own; evaluate it in its world: ``with world.configure(**changes): ...`` (the
+    training runners do this themselves, from ``pretrain.world_of(base)``).
     """
 
-    object_radius: tuple = (0.07, 0.05)  # radius = a + b * depth below the horizon (fractions of the image side)
-    digit_pixel: float = 1 / 24  # one pixel of a sign's 3x5 digit bitmap (fraction of the image side)
-    sign_inside: bool = False  # size the sign from digit_pixel and keep it inside the image
-    placement_retries: int = 1  # place a scene's objects again from scratch, up to this often, until all fit
-    ordering_grids: tuple = (((2, 2), 0.5), ((1, 2), 0.25), ((2, 1), 0.25))  # (grid, weight) of the ordering skill
-    jigsaw_wording: bool = False  # ordering worded like the jigsaw prompt; every example "only shows the format"
+    object_radius: tuple = (0.09, 0.05)  # radius = a + b * depth below the horizon (fractions of the image side)
+    digit_pixel: float = 1 / 16  # one pixel of a sign's 3x5 digit bitmap (fraction of the image side)
+    sign_inside: bool = True  # size the sign from digit_pixel and keep it inside the image
+    placement_retries: int = 20  # place a scene's objects again from scratch, up to this often, until all fit
+    ordering_grids: tuple = (((2, 2), 0.3), ((1, 2), 0.1), ((2, 1), 0.1), ((3, 3), 0.2), ((1, 3), 0.1),
+                             ((3, 1), 0.1), ((2, 3), 0.05), ((3, 2), 0.05))  # (grid, weight) of the ordering skill
+    jigsaw_wording: bool = True  # every example in an ordering prompt "only shows the format", as in the jigsaw's
     preamble_rate: float = 0.0  # share of questions that 1-3 PREAMBLES sentences precede
-    ordering_paraphrases: bool = False  # the ordering task in several wordings, none stating the count: only
+    ordering_paraphrases: bool = True  # the ordering task in several wordings, none stating the count: only
     # the grid and the format sentence ("as N numbers"), which the jigsaw prompt shares, tell the answer's length
+
+
+# The world of the first shipped base (sessions 1-4), as changes to today's defaults: small objects and
+# digits, ordering on 2x2 / 1x2 / 2x1 grids worded "N for the darkest" (the model learned the answer's
+# length from that wording, so it answered 3x3 jigsaw prompts with 4 numbers; README, "Pocket world").
+FIRST_WORLD = {"object_radius": [0.07, 0.05], "digit_pixel": 1 / 24, "sign_inside": False, "placement_retries": 1,
+               "ordering_grids": [[[2, 2], 0.5], [[1, 2], 0.25], [[2, 1], 0.25]], "jigsaw_wording": False,
+               "ordering_paraphrases": False}
+_LARGE_DIGIT = 1 / 24  # a digit pixel above this may run off the image unless the sign is kept inside
 
 
 SETTINGS = WorldSettings()
@@ -132,10 +145,21 @@ def normalise(changes: dict) -> dict:
     if unknown:
         raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
     settings = replace(WorldSettings(), **{k: _setting(k, v) for k, v in changes.items()})
-    if settings.digit_pixel != WorldSettings.digit_pixel and not settings.sign_inside:
-        raise ValueError("a digit_pixel other than the default needs sign_inside=True: otherwise the larger sign "
+    if settings.digit_pixel > _LARGE_DIGIT + 1e-12 and not settings.sign_inside:
+        raise ValueError("a digit_pixel above 1/24 needs sign_inside=True: otherwise the larger sign "
                          "may run off the image and objects may cover it")
     return json.loads(json.dumps({k: _setting(k, v) for k, v in changes.items()}))
+
+
+def resolve(changes: dict, base: dict | None = None) -> dict:
+    """Every setting of the world that ``changes`` make from ``base`` (a dict of changes to the defaults).
+
+    A checkpoint records its world in this full form; checkpoints written before today's defaults
+    recorded only their changes to :data:`FIRST_WORLD`, so ``resolve(saved, FIRST_WORLD)`` reads both.
+    """
+    merged = {**normalise(base or {}), **normalise(changes)}
+    return normalise({f.name: getattr(replace(WorldSettings(), **{k: _setting(k, v) for k, v in merged.items()}),
+                                      f.name) for f in fields(WorldSettings)})
 
 
 @contextmanager

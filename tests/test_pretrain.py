@@ -12,7 +12,8 @@ pytestmark = pytest.mark.slow
 
 
 def _config(**kw):
-    return pretrain.PretrainConfig(spec=TINY, steps=3, batch_size=4, warmup_steps=1, **kw)
+    kw = {"steps": 3, "stages": None, **kw}
+    return pretrain.PretrainConfig(spec=TINY, batch_size=4, warmup_steps=1, **kw)
 
 
 def test_pretrain_trains_caches_and_is_deterministic(tmp_path):
@@ -49,7 +50,7 @@ def test_curriculum_runs_its_stages_on_fresh_items(tmp_path, monkeypatch):
 
     stages = [{"steps": 2, "mix": {"counting": 1, "ordering": 1}},
               {"steps": 3, "mix": {"counting": 1, "perception": 1}}]
-    config = _config(stages=stages)
+    config = _config(stages=stages, steps=None)
     assert config.steps == 5 and [s for s, _ in config.plan()] == [2, 3]
     built = []
     original = world.build_dataset
@@ -65,7 +66,19 @@ def test_curriculum_runs_its_stages_on_fresh_items(tmp_path, monkeypatch):
     assert built[1] == ({"counting": 6, "perception": 6}, {"counting": 4, "perception": 0})
     log = pretrain.info(out)["log"]
     assert {h["stage"] for h in log} == {0, 1} and max(h["step"] for h in log) == 5  # steps count on across stages
-    assert "stages" not in pretrain.PretrainConfig().to_json()  # a plain mixture keeps its cache key
+    assert "stages" not in pretrain.PretrainConfig(stages=None).to_json()  # a plain mixture keeps its cache key
+
+
+def test_the_default_is_the_shipped_curriculum_and_steps_scale_it():
+    default = pretrain.PretrainConfig()
+    assert default.stages == pretrain.CURRICULUM and default.steps == 1600
+    small = pretrain.PretrainConfig(steps=40)  # the same schedule in small: each stage keeps its share
+    assert [s["steps"] for s in small.stages] == [10, 10, 10, 10] and small.steps == 40
+    assert [s["mix"] for s in small.stages] == [s["mix"] for s in pretrain.CURRICULUM]
+    assert pretrain.PretrainConfig(steps=3).steps == 4  # every stage at least one step
+    assert pretrain.PretrainConfig(stages=None).steps == 2000
+    # a saved config loads back to itself (steps equal to the stages' total leave them as they are)
+    assert pretrain.PretrainConfig(**default.to_json()).to_json() == default.to_json()
 
 
 def test_curriculum_errors():
@@ -80,7 +93,8 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
 
     changes = {"digit_pixel": 1 / 16, "sign_inside": True, "ordering_grids": [[[3, 3], 1.0]]}
     config = _config(world=changes)
-    assert config.to_json()["world"] == changes and "world" not in pretrain.PretrainConfig().to_json()
+    assert config.to_json()["world"] == world.resolve(changes)  # recorded in full
+    assert pretrain.PretrainConfig().to_json()["world"] == world.resolve({})
     # tuples, ints and lists name the same world: one cache key, also after a JSON round trip
     same = _config(world={"digit_pixel": 0.0625, "sign_inside": 1, "ordering_grids": (((3, 3), 1),)})
     assert same.to_json() == config.to_json() == json.loads(json.dumps(config.to_json()))
@@ -96,8 +110,14 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
     assert seen and all(s.digit_pixel == 1 / 16 and s.ordering_grids == (((3, 3), 1.0),) for s in seen)
     assert world.SETTINGS == world.WorldSettings()  # the default world again afterwards
     assert pretrain._cached(out, config) and not pretrain._cached(out, _config())
-    assert pretrain.world_of(out) == changes and pretrain.world_of(tmp_path) == {}
+    assert pretrain.world_of(out) == world.resolve(changes) and pretrain.world_of(tmp_path) == {}
+    # a record written before the defaults changed holds only its changes to the first world, and reads so
+    info = json.loads((out / pretrain.INFO).read_text())
+    info["config"]["world"] = {}
+    (out / pretrain.INFO).write_text(json.dumps(info))
+    assert pretrain.world_of(out) == world.resolve({}, world.FIRST_WORLD)
+    assert pretrain._cached(out, _config(world=world.FIRST_WORLD)) and not pretrain._cached(out, _config())
     with pytest.raises(ValueError, match="unknown world setting.*digit_pixels"):
         pretrain.PretrainConfig(world={"digit_pixels": 0.1})
     with pytest.raises(ValueError, match="sign_inside"):  # a larger sign must be kept inside the image
-        pretrain.PretrainConfig(world={"digit_pixel": 0.1})
+        pretrain.PretrainConfig(world={"digit_pixel": 0.1, "sign_inside": False})

@@ -1,5 +1,7 @@
 """The pocket world: deterministic skills, disjoint splits, stated formats, correct answers."""
 
+from dataclasses import fields, replace
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -104,25 +106,28 @@ def test_build_dataset_start_draws_later_items():
 
 
 def test_world_settings_change_the_world_inside_the_block_only():
-    default = world.items("ocr", "test", 5)
-    with world.configure(digit_pixel=1 / 16, sign_inside=True, object_radius=[0.09, 0.05], placement_retries=20):
-        larger = world.items("ocr", "test", 5)
-        rng = np.random.default_rng(0)
-        for _ in range(200):
-            scene = world.sample_scene(rng, n_things=4, sign=True)
-            sx, sy = scene.sign
-            assert 0 < sx and sx + 5 / 16 < 1 and sy + 7 / 16 < 1  # the larger sign stays inside the image
-    assert [a.answer for a in default] == [b.answer for b in larger]  # the same questions, drawn larger
-    assert [a.image.tobytes() for a in default] != [b.image.tobytes() for b in larger]
+    default = world.items("ocr", "test", 5)  # the shipped world: large digits, the sign inside the image
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        scene = world.sample_scene(rng, n_things=4, sign=True)
+        sx, sy = scene.sign
+        assert 0 < sx and sx + 5 / 16 < 1 and sy + 7 / 16 < 1  # the larger sign stays inside the image
+    with world.configure(**world.FIRST_WORLD):
+        assert world.SETTINGS.digit_pixel == 1 / 24 and world.SETTINGS.ordering_grids[0] == ((2, 2), 0.5)
+        smaller = world.items("ocr", "test", 5)
+    assert [a.answer for a in default] == [b.answer for b in smaller]  # the same questions, drawn smaller
+    assert [a.image.tobytes() for a in default] != [b.image.tobytes() for b in smaller]
     assert [a.image.tobytes() for a in default] == [c.image.tobytes() for c in world.items("ocr", "test", 5)]
+    assert world.SETTINGS == world.WorldSettings()
     with pytest.raises(ValueError, match="unknown world setting.*colour"):
         with world.configure(colour="red"):
             pass
 
 
 def test_jigsaw_wording_and_preambles_change_only_the_question():
-    plain = world.items("ordering", "test", 40)
-    with world.configure(jigsaw_wording=True, preamble_rate=0.5):
+    with world.configure(jigsaw_wording=False, ordering_paraphrases=False):
+        plain = world.items("ordering", "test", 40)
+    with world.configure(jigsaw_wording=True, ordering_paraphrases=False, preamble_rate=0.5):
         worded = world.items("ordering", "test", 40)
     assert [a.answer for a in plain] == [b.answer for b in worded]
     assert [a.image.tobytes() for a in plain] == [b.image.tobytes() for b in worded]
@@ -133,11 +138,24 @@ def test_jigsaw_wording_and_preambles_change_only_the_question():
 
 
 def test_ordering_paraphrases_state_the_count_only_in_grid_and_format():
-    plain = world.items("ordering", "test", 40)
-    with world.configure(ordering_paraphrases=True):
-        reworded = world.items("ordering", "test", 40)
+    with world.configure(ordering_paraphrases=False):
+        plain = world.items("ordering", "test", 40)
+    reworded = world.items("ordering", "test", 40)  # the shipped world words the task in paraphrases
     assert [a.answer for a in plain] == [b.answer for b in reworded]
     assert [a.image.tobytes() for a in plain] == [b.image.tobytes() for b in reworded]
     tasks = {b.question.split("\n\n")[-2] for b in reworded}
     assert tasks <= set(world.ORDERING_TASKS) and len(tasks) > 1
     assert all("for the darkest" not in b.question for b in reworded)
+
+
+def test_resolve_reads_full_and_older_world_records():
+    full = world.resolve({})
+    assert set(full) == {f.name for f in fields(world.WorldSettings)}
+    assert world.resolve(full, world.FIRST_WORLD) == full  # a full record means what it says
+    first = world.resolve({}, world.FIRST_WORLD)  # an older record without changes: the first world
+    assert first["digit_pixel"] == 1 / 24 and first["ordering_paraphrases"] is False
+    with world.configure(**first):
+        assert world.SETTINGS == replace(world.WorldSettings(), **{k: world._setting(k, v)
+                                                                   for k, v in world.FIRST_WORLD.items()})
+    with pytest.raises(ValueError, match="sign_inside"):
+        world.normalise({"digit_pixel": 0.1, "sign_inside": False})
