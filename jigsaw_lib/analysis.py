@@ -91,3 +91,111 @@ def markdown_table(table: pd.DataFrame, index: str, columns: str, values: str, f
     body = ["| " + " | ".join([str(i)] + ["" if pd.isna(v) else fmt.format(v) for v in row]) + " |"
             for i, row in zip(pivot.index, pivot.values)]
     return "\n".join([head, rule, *body])
+
+
+def _run(wide: pd.DataFrame, method: str, seed) -> pd.DataFrame:
+    run = wide[(wide.method == method) & (wide.seed == seed)].dropna(subset=["jigsaw_exact"]).sort_values("step")
+    if run.empty or run.iloc[0]["step"] != 0:
+        raise ValueError(f"run {method} seed {seed} has no step-0 (base) evaluation")
+    return run
+
+
+_EPS = 1e-9  # accuracies are means of fractions: 0.8999999999999999 has reached 0.9
+
+
+def _verdict(ok) -> bool | None:
+    return None if ok is None or pd.isna(ok) else bool(ok)
+
+
+def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout: str = "rollout_sft",
+           sft_exact: float = 0.9, sft_lost: float = 0.20, rft_exact: float = 0.6, rft_lost: float = 0.03,
+           rollout_share: float = 0.2, rollout_lost: float = 0.05) -> pd.DataFrame:
+    """The study's pocket targets, per seed: what each run reached, the target, and whether it is met.
+
+    - C1: SFT's best exact accuracy >= ``sft_exact``;
+    - C2: SFT's prior loss (mean prior accuracy, base minus then) where it first reaches ``sft_exact``
+      >= ``sft_lost`` (undecided, ``met`` None, if it never does; the loss at its best step is shown);
+    - C3: RFT's final exact >= ``rft_exact`` and its final prior loss <= ``rft_lost``;
+    - C5: SFT on RFT's rollouts reaches RFT's final exact within ``rollout_share`` of RFT's steps, having
+      lost <= ``rollout_lost`` there (undecided if RFT ended no better than its base, or has no run).
+
+    Methods absent from ``metrics`` get no rows; a missing prior evaluation leaves a verdict undecided.
+    """
+    wide = _per_run(metrics)
+    rows = []
+
+    def add(claim, seed, quantity, value, target, met, step):
+        rows.append({"claim": claim, "seed": seed, "quantity": quantity, "value": value, "target": target,
+                     "met": _verdict(met), "step": step})
+
+    def runs(method):
+        return set(wide[wide.method == method].seed)
+
+    for seed in sorted(wide.seed.unique()):
+        if seed in runs(sft):
+            run = _run(wide, sft, seed)
+            base, best = run.iloc[0]["prior_mean"], run.loc[run.jigsaw_exact.idxmax()]
+            add("C1", seed, "SFT best exact", best["jigsaw_exact"], f">= {sft_exact:g}",
+                best["jigsaw_exact"] >= sft_exact - _EPS, best["step"])
+            reached = run[run.jigsaw_exact >= sft_exact - _EPS]
+            if len(reached):
+                at = reached.iloc[0]
+                lost = round(base - at["prior_mean"], 9)
+                add("C2", seed, f"SFT prior lost at exact >= {sft_exact:g}", lost, f">= {sft_lost:g}",
+                    lost >= sft_lost - _EPS if pd.notna(lost) else None, at["step"])
+            else:
+                add("C2", seed, "SFT prior lost at its best exact (target accuracy not reached)",
+                    round(base - best["prior_mean"], 9), f">= {sft_lost:g}", None, best["step"])
+        if seed in runs(rft):
+            run = _run(wide, rft, seed)
+            base, last = run.iloc[0], run.iloc[-1]
+            lost = round(base["prior_mean"] - last["prior_mean"], 9)
+            add("C3", seed, "RFT final exact", last["jigsaw_exact"], f">= {rft_exact:g}",
+                last["jigsaw_exact"] >= rft_exact - _EPS, last["step"])
+            add("C3", seed, "RFT prior lost at the end", lost, f"<= {rft_lost:g}",
+                lost <= rft_lost + _EPS if pd.notna(lost) else None, last["step"])
+        if seed in runs(rollout):
+            quantity = "SFT on rollouts: steps to RFT's final exact"
+            if seed not in runs(rft):
+                add("C5", seed, quantity + " (no RFT run)", np.nan, "", None, np.nan)
+                continue
+            rft_run = _run(wide, rft, seed)
+            goal, budget = rft_run.iloc[-1]["jigsaw_exact"], rollout_share * rft_run.iloc[-1]["step"]
+            if goal <= rft_run.iloc[0]["jigsaw_exact"] + _EPS:
+                add("C5", seed, quantity + " (RFT ended no better than its base)", np.nan, f"<= {budget:g}", None,
+                    np.nan)
+                continue
+            ro = _run(wide, rollout, seed)
+            reached = ro[(ro.jigsaw_exact >= goal - _EPS) & (ro.step > 0)]
+            if len(reached):
+                at = reached.iloc[0]
+                lost = round(ro.iloc[0]["prior_mean"] - at["prior_mean"], 9)
+                add("C5", seed, quantity, at["step"], f"<= {budget:g}", at["step"] <= budget, at["step"])
+                add("C5", seed, "SFT on rollouts: prior lost there", lost, f"<= {rollout_lost:g}",
+                    lost <= rollout_lost + _EPS if pd.notna(lost) else None, at["step"])
+            else:
+                add("C5", seed, quantity, np.nan, f"<= {budget:g}", False, np.nan)
+    return pd.DataFrame(rows, columns=["claim", "seed", "quantity", "value", "target", "met", "step"])
+
+
+def claims_markdown(table: pd.DataFrame) -> str:
+    """The claims table with one column per seed: ``value (step) yes/no``."""
+    seeds = sorted(table.seed.unique())
+    head = "| claim | quantity | target | " + " | ".join(f"seed {s}" for s in seeds) + " |"
+    rule = "|" + "---|" * (3 + len(seeds))
+    body = []
+    for (claim, quantity, target), g in table.groupby(["claim", "quantity", "target"], sort=False):
+        cells = []
+        for s in seeds:
+            r = g[g.seed == s]
+            if r.empty:
+                cells.append("")
+                continue
+            r = r.iloc[0]
+            value = "never" if pd.isna(r["value"]) else (f"{r['value']:.0f}" if "steps" in quantity
+                                                         else f"{r['value']:.2f}")
+            step = "" if pd.isna(r["step"]) or "steps" in quantity else f" (step {r['step']:.0f})"
+            met = {True: " yes", False: " no"}.get(r["met"], " n/a")
+            cells.append(value + step + met)
+        body.append(f"| {claim} | {quantity} | {target} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *body])

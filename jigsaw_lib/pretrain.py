@@ -2,15 +2,15 @@
 
 The paper's base model arrives knowing things; ours must be taught them. :func:`pretrain` builds a
 pocket Qwen2.5-VL (``models.build_pocket``, its tokenizer trained on the world's and the jigsaw's
-prompt text), then runs TRL's ``SFTTrainer`` on a shuffled mixture of every prior skill, answers in
-the ``<answer>`` format. Jigsaw puzzles stay out of it, as they are out of Qwen's.
+prompt text), then runs TRL's ``SFTTrainer`` on the prior skills, answers in the ``<answer>`` format.
+Jigsaw puzzles stay out of it, as they are out of Qwen's.
 
 Skills are learned one after another, easiest first (measured: in a mixture of all six the
 object skills stayed at chance for 3,000 steps while brightness ordering and the light side were
-learned; counting and ordering alone were learned together). ``PretrainConfig.stages`` therefore
-allows a curriculum: a list of stages, each with its own steps and skill mixture (earlier skills
-stay in later mixtures as replay), each run as its own ``SFTTrainer`` with warm-up and cosine decay;
-no training item is seen in two stages.
+learned; counting and ordering alone were learned together). So the base is trained on a curriculum
+(``PretrainConfig.stages``, by default :data:`CURRICULUM`): a list of stages, each with its own steps and
+skill mixture (earlier skills stay in later mixtures as replay), each run as its own ``SFTTrainer`` with
+warm-up and cosine decay; no training item is seen in two stages. ``stages=None`` trains one mixture.
 
 The result is cached: :func:`pretrain` returns the checkpoint directory if one trained with the same
 settings is there, and trains it otherwise (or when asked to ``retrain``). Training is deterministic
@@ -45,9 +45,9 @@ class PretrainConfig:
     """What a pocket base model is trained with. Any change gives a different cached checkpoint.
 
     The defaults are the shipped base: :data:`CURRICULUM` in the default world. ``steps`` given with a
-    curriculum scales its stages to that total, each keeping its share (and at least one step), so
+    curriculum scales its stages to exactly that total, each keeping its share (and at least one step), so
     ``PretrainConfig(steps=40)`` is the same schedule in small; ``stages=None`` trains one mixture (``mix``)
-    for ``steps`` (2000 if not given).
+    for ``steps`` (2000 if not given). ``from_json`` reads a checkpoint's record back.
     """
 
     spec: PocketSpec = field(default_factory=PocketSpec)
@@ -76,16 +76,26 @@ class PretrainConfig:
                     raise ValueError(f"stage {i} of the curriculum must be {{'steps': n >= 1, 'mix': {{skill: "
                                      f"weight}}}}, got {stage!r}")
                 world.check_skills(stage["mix"])
-            total = sum(int(stage["steps"]) for stage in self.stages)
-            if self.steps is not None and self.steps >= 1 and self.steps != total:
-                self.stages = [{"steps": max(1, round(int(stage["steps"]) * self.steps / total)), "mix": stage["mix"]}
-                               for stage in self.stages]
-            if self.steps is None or self.steps >= 1:
-                self.steps = sum(int(stage["steps"]) for stage in self.stages)
+            lengths = [int(stage["steps"]) for stage in self.stages]
+            if self.steps is not None and self.steps != sum(lengths):
+                if self.steps < len(lengths):
+                    raise ValueError(f"steps={self.steps} is fewer than the curriculum's {len(lengths)} stages (each "
+                                     f"needs a step): give steps >= {len(lengths)}, or stages=None for one mixture")
+                self.stages = [{"steps": n, "mix": stage["mix"]}
+                               for n, stage in zip(_scale(lengths, self.steps), self.stages)]
+            self.steps = sum(int(stage["steps"]) for stage in self.stages)
         elif self.steps is None:
             self.steps = 2000
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+
+    @classmethod
+    def from_json(cls, record: dict) -> PretrainConfig:
+        """The config a checkpoint's record (``pretrain_info.json``'s ``config``) describes, older records too."""
+        record = dict(record)
+        record.setdefault("stages", None)  # a record without stages trained one mixture
+        record["world"] = world.resolve(record.get("world", {}), world.FIRST_WORLD)
+        return cls(**record)
 
     def plan(self) -> list[tuple[int, dict]]:
         """The stages as (steps, mix) pairs: one stage when no curriculum is given."""
@@ -109,6 +119,17 @@ class PretrainConfig:
             d.pop("stages")
         d["world"] = world.resolve(self.world)  # every setting: the record stays true when defaults change
         return d
+
+
+def _scale(lengths: list[int], total: int) -> list[int]:
+    """Stage lengths scaled to ``total`` steps in proportion, each at least 1, summing to ``total`` exactly."""
+    ideal = [n * total / sum(lengths) for n in lengths]
+    out = [max(1, int(x)) for x in ideal]
+    while sum(out) < total:  # largest remainder first
+        out[max(range(len(out)), key=lambda i: ideal[i] - out[i])] += 1
+    while sum(out) > total:
+        out[max((i for i in range(len(out)) if out[i] > 1), key=lambda i: out[i] - ideal[i])] -= 1
+    return out
 
 
 DEFAULT_DIR = paths.CHECKPOINTS / "pocket-base"

@@ -32,7 +32,7 @@ they never share a scene (tested).
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, the ordering
 skill's grids, the wording of prompts, context sentences before questions); its defaults are the world
 of the shipped base (experiment E4 in the README). :data:`FIRST_WORLD` is the world of the first base,
-in which the experiments E1-E4 are changes. ``with world.configure(digit_pixel=1 / 16): ...`` changes
+in which the experiments E1-E4 are changes. ``with world.configure(digit_pixel=1 / 24): ...`` changes
 the settings inside a block, and ``PretrainConfig(world={...})`` trains (and caches) a base in a changed
 world.
 """
@@ -138,13 +138,17 @@ def _setting(name: str, value):
     return float(value)
 
 
-def normalise(changes: dict) -> dict:
-    """World changes in one canonical, JSON-ready form (lists, floats): the same world gives the same cache key."""
+def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
+    """World changes in one canonical, JSON-ready form (lists, floats): the same world gives the same cache key.
+
+    Unknown settings are errors, and so is a world they would make inconsistent, checked on the world
+    they change (``on``; the defaults if not given).
+    """
     valid = [f.name for f in fields(WorldSettings)]
     unknown = sorted(set(changes) - set(valid))
     if unknown:
         raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
-    settings = replace(WorldSettings(), **{k: _setting(k, v) for k, v in changes.items()})
+    settings = replace(on or WorldSettings(), **{k: _setting(k, v) for k, v in changes.items()})
     if settings.digit_pixel > _LARGE_DIGIT + 1e-12 and not settings.sign_inside:
         raise ValueError("a digit_pixel above 1/24 needs sign_inside=True: otherwise the larger sign "
                          "may run off the image and objects may cover it")
@@ -156,18 +160,19 @@ def resolve(changes: dict, base: dict | None = None) -> dict:
 
     A checkpoint records its world in this full form; checkpoints written before today's defaults
     recorded only their changes to :data:`FIRST_WORLD`, so ``resolve(saved, FIRST_WORLD)`` reads both.
+    So a setting added later must default to the old behaviour, or older full records would be misread.
     """
-    merged = {**normalise(base or {}), **normalise(changes)}
-    return normalise({f.name: getattr(replace(WorldSettings(), **{k: _setting(k, v) for k, v in merged.items()}),
-                                      f.name) for f in fields(WorldSettings)})
+    start = replace(WorldSettings(), **{k: _setting(k, v) for k, v in normalise(base or {}).items()})
+    settings = replace(start, **{k: _setting(k, v) for k, v in normalise(changes, on=start).items()})
+    return normalise({f.name: getattr(settings, f.name) for f in fields(WorldSettings)})
 
 
 @contextmanager
 def configure(**changes):
     """Change the world's settings inside a ``with`` block; a name WorldSettings lacks is an error."""
     global SETTINGS
-    checked = normalise(changes)  # unknown or inconsistent settings are errors
     old = SETTINGS
+    checked = normalise(changes, on=old)  # unknown or inconsistent settings are errors
     SETTINGS = replace(old, **{k: _setting(k, v) for k, v in checked.items()})
     try:
         yield SETTINGS

@@ -51,3 +51,49 @@ def test_markdown_table():
     md = analysis.markdown_table(t, "skill", "method", "change")
     assert md.splitlines()[0] == "| skill | rft | sft |"
     assert "| prior_mean | -0.020 | -0.600 |" in md
+
+
+def test_claims_per_seed_against_the_targets():
+    m = synthetic()
+    ro = m[m.method == "sft"].copy()  # rollout SFT: learns like sft (0.9 at step 10), forgets 0.4 there
+    ro["method"] = "rollout_sft"
+    t = analysis.claims(pd.concat([m, ro]), rollout_share=0.5)
+    row = lambda claim, q, seed=0: t[(t.claim == claim) & t.quantity.str.startswith(q) & (t.seed == seed)].iloc[0]
+    assert row("C1", "SFT best exact")["value"] == pytest.approx(1.0) and row("C1", "SFT best").met
+    c2 = row("C2", "SFT prior lost at exact")
+    assert c2["value"] == pytest.approx(0.4) and c2["step"] == 10 and c2.met  # where it first reached 0.9
+    assert row("C3", "RFT final exact")["value"] == pytest.approx(0.7) and row("C3", "RFT final").met
+    assert row("C3", "RFT prior lost")["value"] == pytest.approx(0.02) and row("C3", "RFT prior lost").met
+    c5 = row("C5", "SFT on rollouts: steps")
+    assert c5["value"] == 10 and c5.met  # reaches RFT's 0.7 at step 10 <= 0.5 x 20
+    assert row("C5", "SFT on rollouts: prior lost")["value"] == pytest.approx(0.4)
+    assert not row("C5", "SFT on rollouts: prior lost").met
+    strict = analysis.claims(m, sft_exact=1.1)  # never reached: C2 undecided, the loss at the best step shown
+    c2 = strict[(strict.claim == "C2") & (strict.seed == 1)].iloc[0]
+    assert c2.met is None and c2["step"] == 20 and c2["value"] == pytest.approx(0.6)
+    assert set(strict.claim) == {"C1", "C2", "C3"}  # no rollout runs, no C5 rows
+    md = analysis.claims_markdown(t)
+    assert md.splitlines()[0] == "| claim | quantity | target | seed 0 | seed 1 |"
+    assert "| C1 | SFT best exact | >= 0.9 | 1.00 (step 20) yes | 1.01 (step 20) yes |" in md
+
+
+def test_claims_edge_cases():
+    m = synthetic()
+    # a mean of fractions just under the target has reached it
+    fuzzy = m.copy()
+    at = (fuzzy.method == "sft") & (fuzzy.metric == "jigsaw_exact") & (fuzzy.step == 10)
+    fuzzy.loc[at, "value"] = (0.85 + 0.95) / 2  # 0.8999999999999999
+    t = analysis.claims(fuzzy)
+    c2 = t[(t.claim == "C2") & (t.seed == 0)].iloc[0]
+    assert c2.met and c2["step"] == 10
+    # RFT no better than its base: reaching its final accuracy proves nothing, C5 undecided
+    flat = m[m.method == "rft"].copy()
+    flat.loc[flat.metric == "jigsaw_exact", "value"] = 0.0
+    ro = m[m.method == "sft"].copy()
+    ro["method"] = "rollout_sft"
+    t = analysis.claims(pd.concat([flat, ro]))
+    c5 = t[t.claim == "C5"]
+    assert len(c5) == 2 and c5.met.isna().all() and c5.quantity.str.contains("no better than its base").all()
+    # a rollout run without an RFT run of its seed is reported, undecided
+    t = analysis.claims(ro)
+    assert t[t.claim == "C5"].quantity.str.contains("no RFT run").all() and t[t.claim == "C5"].met.isna().all()

@@ -59,7 +59,8 @@ EXPECTED_FIGURES = {
     "04_": {"jigsaw_and_prior_vs_step", "prior_skills_vs_step", "accuracy_vs_forgetting", "sft_lr_sweep"},
 }
 EXPECTED_RESULTS = {"00_": {"base_model.csv"}, "02_": {"metrics.csv"}, "03_": {"dynamics.csv", "kl_vs_forgetting.csv"},
-                    "04_": {"forgetting_table.csv", "forgetting_table.md", "forgetting_at_matched_accuracy.csv"}}
+                    "04_": {"forgetting_table.csv", "forgetting_table.md", "forgetting_at_matched_accuracy.csv",
+                            "claims.csv", "claims.md"}}
 
 
 @pytest.mark.slow

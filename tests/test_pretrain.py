@@ -70,15 +70,24 @@ def test_curriculum_runs_its_stages_on_fresh_items(tmp_path, monkeypatch):
 
 
 def test_the_default_is_the_shipped_curriculum_and_steps_scale_it():
+    from jigsaw_lib import world
+
     default = pretrain.PretrainConfig()
     assert default.stages == pretrain.CURRICULUM and default.steps == 1600
     small = pretrain.PretrainConfig(steps=40)  # the same schedule in small: each stage keeps its share
     assert [s["steps"] for s in small.stages] == [10, 10, 10, 10] and small.steps == 40
     assert [s["mix"] for s in small.stages] == [s["mix"] for s in pretrain.CURRICULUM]
-    assert pretrain.PretrainConfig(steps=3).steps == 4  # every stage at least one step
+    assert [s["steps"] for s in pretrain.PretrainConfig(steps=1601).stages] == [401, 400, 400, 400]
+    assert [s["steps"] for s in pretrain.PretrainConfig(steps=5).stages] == [2, 1, 1, 1]
+    with pytest.raises(ValueError, match="fewer than the curriculum's 4 stages"):
+        pretrain.PretrainConfig(steps=3)
     assert pretrain.PretrainConfig(stages=None).steps == 2000
-    # a saved config loads back to itself (steps equal to the stages' total leave them as they are)
-    assert pretrain.PretrainConfig(**default.to_json()).to_json() == default.to_json()
+    # a record reads back to the config it came from: curricula, single mixtures, older records
+    single = pretrain.PretrainConfig(stages=None, steps=700, world={"digit_pixel": 1 / 24})
+    for config in (default, small, single):
+        assert pretrain.PretrainConfig.from_json(json.loads(json.dumps(config.to_json()))).to_json() == config.to_json()
+    older = {k: v for k, v in single.to_json().items() if k != "world"}  # written before worlds were recorded
+    assert pretrain.PretrainConfig.from_json(older).world == world.resolve({}, world.FIRST_WORLD)
 
 
 def test_curriculum_errors():

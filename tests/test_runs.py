@@ -66,15 +66,17 @@ def test_runs_use_the_world_their_base_was_pretrained_in(tiny_pocket_dir, tmp_pa
 
     base = tmp_path / "base"
     shutil.copytree(tiny_pocket_dir, base)
+    # a record of an older base: its changes to the first world (small digits), plus one of its own
     (base / pretrain.INFO).write_text(json.dumps({"config": {"world": {"jigsaw_wording": True}}}))
     seen = []
 
     class Spy(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
-            seen.append(world.SETTINGS.jigsaw_wording)
+            settings = world.SETTINGS
+            seen.append((settings.jigsaw_wording, settings.digit_pixel, settings.ordering_paraphrases))
 
     train.run_sft(tiny("sft", base, max_steps=1), tmp_path / "sft", progress=False, prior=False, callbacks=[Spy()])
-    assert seen == [True] and world.SETTINGS == world.WorldSettings()
+    assert seen == [(True, 1 / 24, False)] and world.SETTINGS == world.WorldSettings()
 
 
 class StopAt(TrainerCallback):

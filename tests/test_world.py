@@ -159,3 +159,9 @@ def test_resolve_reads_full_and_older_world_records():
                                                                    for k, v in world.FIRST_WORLD.items()})
     with pytest.raises(ValueError, match="sign_inside"):
         world.normalise({"digit_pixel": 0.1, "sign_inside": False})
+    # consistency is checked on the world being changed, not on the defaults
+    assert world.resolve({"sign_inside": False}, world.FIRST_WORLD)["sign_inside"] is False
+    with world.configure(**world.FIRST_WORLD):
+        with pytest.raises(ValueError, match="sign_inside"):
+            with world.configure(digit_pixel=0.1):
+                pass
