@@ -103,8 +103,12 @@ def _run(wide: pd.DataFrame, method: str, seed) -> pd.DataFrame:
 _EPS = 1e-9  # accuracies are means of fractions: 0.8999999999999999 has reached 0.9
 
 
-def _verdict(ok) -> bool | None:
-    return None if ok is None or pd.isna(ok) else bool(ok)
+def _at_least(value, target) -> bool | None:
+    return None if pd.isna(value) else bool(value >= target - _EPS)
+
+
+def _at_most(value, target) -> bool | None:
+    return None if pd.isna(value) else bool(value <= target + _EPS)
 
 
 def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout: str = "rollout_sft",
@@ -126,55 +130,55 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
 
     def add(claim, seed, quantity, value, target, met, step):
         rows.append({"claim": claim, "seed": seed, "quantity": quantity, "value": value, "target": target,
-                     "met": _verdict(met), "step": step})
+                     "met": met, "step": step})
 
-    def runs(method):
-        return set(wide[wide.method == method].seed)
+    def run_of(method, seed):
+        return _run(wide, method, seed) if ((wide.method == method) & (wide.seed == seed)).any() else None
 
     for seed in sorted(wide.seed.unique()):
-        if seed in runs(sft):
-            run = _run(wide, sft, seed)
+        run = run_of(sft, seed)
+        if run is not None:
             base, best = run.iloc[0]["prior_mean"], run.loc[run.jigsaw_exact.idxmax()]
             add("C1", seed, "SFT best exact", best["jigsaw_exact"], f">= {sft_exact:g}",
-                best["jigsaw_exact"] >= sft_exact - _EPS, best["step"])
+                _at_least(best["jigsaw_exact"], sft_exact), best["step"])
             reached = run[run.jigsaw_exact >= sft_exact - _EPS]
             if len(reached):
                 at = reached.iloc[0]
                 lost = round(base - at["prior_mean"], 9)
                 add("C2", seed, f"SFT prior lost at exact >= {sft_exact:g}", lost, f">= {sft_lost:g}",
-                    lost >= sft_lost - _EPS if pd.notna(lost) else None, at["step"])
+                    _at_least(lost, sft_lost), at["step"])
             else:
                 add("C2", seed, "SFT prior lost at its best exact (target accuracy not reached)",
                     round(base - best["prior_mean"], 9), f">= {sft_lost:g}", None, best["step"])
-        if seed in runs(rft):
-            run = _run(wide, rft, seed)
-            base, last = run.iloc[0], run.iloc[-1]
+        rft_run = run_of(rft, seed)
+        if rft_run is not None:
+            base, last = rft_run.iloc[0], rft_run.iloc[-1]
             lost = round(base["prior_mean"] - last["prior_mean"], 9)
             add("C3", seed, "RFT final exact", last["jigsaw_exact"], f">= {rft_exact:g}",
-                last["jigsaw_exact"] >= rft_exact - _EPS, last["step"])
-            add("C3", seed, "RFT prior lost at the end", lost, f"<= {rft_lost:g}",
-                lost <= rft_lost + _EPS if pd.notna(lost) else None, last["step"])
-        if seed in runs(rollout):
-            quantity = "SFT on rollouts: steps to RFT's final exact"
-            if seed not in runs(rft):
-                add("C5", seed, quantity + " (no RFT run)", np.nan, "", None, np.nan)
-                continue
-            rft_run = _run(wide, rft, seed)
-            goal, budget = rft_run.iloc[-1]["jigsaw_exact"], rollout_share * rft_run.iloc[-1]["step"]
-            if goal <= rft_run.iloc[0]["jigsaw_exact"] + _EPS:
-                add("C5", seed, quantity + " (RFT ended no better than its base)", np.nan, f"<= {budget:g}", None,
-                    np.nan)
-                continue
-            ro = _run(wide, rollout, seed)
-            reached = ro[(ro.jigsaw_exact >= goal - _EPS) & (ro.step > 0)]
-            if len(reached):
-                at = reached.iloc[0]
-                lost = round(ro.iloc[0]["prior_mean"] - at["prior_mean"], 9)
-                add("C5", seed, quantity, at["step"], f"<= {budget:g}", at["step"] <= budget, at["step"])
-                add("C5", seed, "SFT on rollouts: prior lost there", lost, f"<= {rollout_lost:g}",
-                    lost <= rollout_lost + _EPS if pd.notna(lost) else None, at["step"])
-            else:
-                add("C5", seed, quantity, np.nan, f"<= {budget:g}", False, np.nan)
+                _at_least(last["jigsaw_exact"], rft_exact), last["step"])
+            add("C3", seed, "RFT prior lost at the end", lost, f"<= {rft_lost:g}", _at_most(lost, rft_lost),
+                last["step"])
+        ro = run_of(rollout, seed)
+        if ro is None:
+            continue
+        quantity = "SFT on rollouts: steps to RFT's final exact"
+        if rft_run is None:
+            add("C5", seed, quantity + " (no RFT run)", np.nan, "", None, np.nan)
+            continue
+        goal, budget = rft_run.iloc[-1]["jigsaw_exact"], rollout_share * rft_run.iloc[-1]["step"]
+        if goal <= rft_run.iloc[0]["jigsaw_exact"] + _EPS:
+            add("C5", seed, quantity + " (RFT ended no better than its base)", np.nan, f"<= {budget:g}", None,
+                np.nan)
+            continue
+        reached = ro[(ro.jigsaw_exact >= goal - _EPS) & (ro.step > 0)]
+        if len(reached):
+            at = reached.iloc[0]
+            lost = round(ro.iloc[0]["prior_mean"] - at["prior_mean"], 9)
+            add("C5", seed, quantity, at["step"], f"<= {budget:g}", bool(at["step"] <= budget), at["step"])
+            add("C5", seed, "SFT on rollouts: prior lost there", lost, f"<= {rollout_lost:g}",
+                _at_most(lost, rollout_lost), at["step"])
+        else:
+            add("C5", seed, quantity, np.nan, f"<= {budget:g}", False, np.nan)
     return pd.DataFrame(rows, columns=["claim", "seed", "quantity", "value", "target", "met", "step"])
 
 

@@ -92,10 +92,7 @@ class PretrainConfig:
     @classmethod
     def from_json(cls, record: dict) -> PretrainConfig:
         """The config a checkpoint's record (``pretrain_info.json``'s ``config``) describes, older records too."""
-        record = dict(record)
-        record.setdefault("stages", None)  # a record without stages trained one mixture
-        record["world"] = world.resolve(record.get("world", {}), world.FIRST_WORLD)
-        return cls(**record)
+        return cls(**{"stages": None, **_full(record)})  # a record without stages trained one mixture
 
     def plan(self) -> list[tuple[int, dict]]:
         """The stages as (steps, mix) pairs: one stage when no curriculum is given."""
@@ -136,10 +133,14 @@ DEFAULT_DIR = paths.CHECKPOINTS / "pocket-base"
 INFO = "pretrain_info.json"
 
 
+def _full(record: dict) -> dict:
+    """A recorded config with its world in full (older records hold only their changes to FIRST_WORLD)."""
+    return {**record, "world": world.resolve(record.get("world", {}), world.FIRST_WORLD)}
+
+
 def _saved_config(out_dir: Path) -> dict:
-    """A checkpoint's recorded config, its world in full (older records hold changes to FIRST_WORLD)."""
-    saved = json.loads((out_dir / INFO).read_text())["config"]
-    return {**saved, "world": world.resolve(saved.get("world", {}), world.FIRST_WORLD)}
+    """A checkpoint's recorded config, its world in full."""
+    return _full(json.loads((out_dir / INFO).read_text())["config"])
 
 
 def _cached(out_dir: Path, config: PretrainConfig) -> bool:

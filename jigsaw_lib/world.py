@@ -138,6 +138,10 @@ def _setting(name: str, value):
     return float(value)
 
 
+def _typed(changes: dict) -> dict:
+    return {k: _setting(k, v) for k, v in changes.items()}
+
+
 def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
     """World changes in one canonical, JSON-ready form (lists, floats): the same world gives the same cache key.
 
@@ -148,11 +152,12 @@ def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
     unknown = sorted(set(changes) - set(valid))
     if unknown:
         raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
-    settings = replace(on or WorldSettings(), **{k: _setting(k, v) for k, v in changes.items()})
+    typed = _typed(changes)
+    settings = replace(on or WorldSettings(), **typed)
     if settings.digit_pixel > _LARGE_DIGIT + 1e-12 and not settings.sign_inside:
         raise ValueError("a digit_pixel above 1/24 needs sign_inside=True: otherwise the larger sign "
                          "may run off the image and objects may cover it")
-    return json.loads(json.dumps({k: _setting(k, v) for k, v in changes.items()}))
+    return json.loads(json.dumps(typed))
 
 
 def resolve(changes: dict, base: dict | None = None) -> dict:
@@ -162,8 +167,8 @@ def resolve(changes: dict, base: dict | None = None) -> dict:
     recorded only their changes to :data:`FIRST_WORLD`, so ``resolve(saved, FIRST_WORLD)`` reads both.
     So a setting added later must default to the old behaviour, or older full records would be misread.
     """
-    start = replace(WorldSettings(), **{k: _setting(k, v) for k, v in normalise(base or {}).items()})
-    settings = replace(start, **{k: _setting(k, v) for k, v in normalise(changes, on=start).items()})
+    start = replace(WorldSettings(), **_typed(normalise(base or {})))
+    settings = replace(start, **_typed(normalise(changes, on=start)))
     return normalise({f.name: getattr(settings, f.name) for f in fields(WorldSettings)})
 
 
@@ -172,8 +177,7 @@ def configure(**changes):
     """Change the world's settings inside a ``with`` block; a name WorldSettings lacks is an error."""
     global SETTINGS
     old = SETTINGS
-    checked = normalise(changes, on=old)  # unknown or inconsistent settings are errors
-    SETTINGS = replace(old, **{k: _setting(k, v) for k, v in checked.items()})
+    SETTINGS = replace(old, **_typed(normalise(changes, on=old)))  # unknown or inconsistent settings are errors
     try:
         yield SETTINGS
     finally:
