@@ -188,7 +188,9 @@ def claims_markdown(table: pd.DataFrame) -> str:
     head = "| claim | quantity | target | " + " | ".join(f"seed {s}" for s in seeds) + " |"
     rule = "|" + "---|" * (3 + len(seeds))
     body = []
-    for (claim, quantity, target), g in table.groupby(["claim", "quantity", "target"], sort=False):
+    # rows by claim (a claim's quantity can differ between seeds, e.g. C2 where a seed never reaches SFT's target)
+    ordered = table.sort_values("claim", kind="stable")
+    for (claim, quantity, target), g in ordered.groupby(["claim", "quantity", "target"], sort=False):
         cells = []
         for s in seeds:
             r = g[g.seed == s]

@@ -75,6 +75,11 @@ def test_claims_per_seed_against_the_targets():
     md = analysis.claims_markdown(t)
     assert md.splitlines()[0] == "| claim | quantity | target | seed 0 | seed 1 |"
     assert "| C1 | SFT best exact | >= 0.9 | 1.00 (step 20) yes | 1.01 (step 20) yes |" in md
+    # one seed reaches SFT's target and one does not: two C2 quantities, both rows kept next to each other
+    mixed = analysis.claims(pd.concat([m, ro]), sft_exact=1.005)
+    assert mixed[mixed.claim == "C2"].quantity.nunique() == 2
+    claims_in_order = [line.split("|")[1].strip() for line in analysis.claims_markdown(mixed).splitlines()[2:]]
+    assert claims_in_order == sorted(claims_in_order)
 
 
 def test_claims_edge_cases():
