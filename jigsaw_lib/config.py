@@ -90,8 +90,9 @@ CLASSES = {"sft": SFTRun, "rft": RFTRun, "rollout_sft": RolloutSFTRun}
 _POCKET_EVAL = dict(eval_every=25, eval_jigsaw=100, eval_prior=50, eval_kl=32)
 PRESETS = {
     "pocket": {
-        # measured on the shipped base (seed 0; README, "Training"): SFT at 3e-4 passes 0.9 exact near step 400
-        # (1e-3 is unstable and erases prior skills, 1e-4 is at 0.6 by step 400); GRPO at 3e-5 climbs steadily
+        # measured on the shipped base (README, "Training"): SFT at 3e-4 passes 0.9 exact between steps 300 and
+        # 400 (GPU sweep, seed 0; 2 of 3 seeds by step 300 in make reproduce; 1e-3 is unstable and erases prior
+        # skills, 1e-4 is at 0.6 by step 400); GRPO at 3e-5 climbs steadily
         # (0.14 -> 0.24 in 150 steps) and keeps prior skills, at 1e-4 it climbs no faster and forgets
         # (0.50 -> 0.41). SFT on rollouts: SFT's recipe (lr) on other data, for 1/5 of RFT's steps (C5).
         "sft": dict(learning_rate=3e-4, max_steps=400, batch_size=32, **{**_POCKET_EVAL, "eval_every": 50}),

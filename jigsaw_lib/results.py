@@ -55,3 +55,19 @@ def read(name: str, directory: str | Path | None = None) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no results table at {path}; run `make reproduce` (or the notebook that writes it)")
     return check(pd.read_csv(path), name)
+
+
+def distinct_runs(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``metrics`` without the runs that repeat an earlier run row for row (same seed, steps, metrics, values).
+
+    A run can appear under two names: ``02_training`` counts the ``sft`` run of seed 0 as the sweep's point at
+    the preset's learning rate (``sft_lr3e-4``). Fits over all runs (KL against forgetting) count it once.
+    """
+    keep, seen = [], set()
+    for (method, seed), run in metrics.groupby(["method", "seed"], sort=False):
+        key = (seed, tuple(map(tuple, run.sort_values(["step", "metric"])[["step", "metric", "value"]].to_numpy())))
+        if key not in seen:
+            seen.add(key)
+            keep.append((method, seed))
+    mask = pd.Series(list(zip(metrics.method, metrics.seed)), index=metrics.index).isin(keep)
+    return metrics[mask]

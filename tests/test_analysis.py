@@ -102,3 +102,17 @@ def test_claims_edge_cases():
     # a rollout run without an RFT run of its seed is reported, undecided
     t = analysis.claims(ro)
     assert t[t.claim == "C5"].quantity.str.contains("no RFT run").all() and t[t.claim == "C5"].met.isna().all()
+
+
+def test_distinct_runs_drops_a_run_recorded_twice_under_another_name():
+    from jigsaw_lib import results
+
+    m = synthetic()
+    copy = m[(m.method == "sft") & (m.seed == 0)].assign(method="sft_lr3e-4")
+    other_seed = m[(m.method == "sft") & (m.seed == 0)].assign(method="sft_lr1e-4", seed=5)  # same values, other seed
+    changed = copy.assign(method="sft_lr1e-3", value=copy.value + 0.01)  # another run
+    d = results.distinct_runs(pd.concat([m, copy, other_seed, changed], ignore_index=True))
+    runs = set(zip(d.method, d.seed))
+    assert ("sft_lr3e-4", 0) not in runs and ("sft", 0) in runs
+    assert {("sft_lr1e-4", 5), ("sft_lr1e-3", 0)} <= runs
+    assert len(d) == len(m) + len(other_seed) + len(changed)
