@@ -92,13 +92,13 @@ PRESETS = {
     "pocket": {
         # measured on the shipped base (README, "Training"): SFT at 3e-4 passes 0.9 exact between steps 300 and
         # 400 (GPU sweep, seed 0; 2 of 3 seeds by step 300 in make reproduce; 1e-3 is unstable and erases prior
-        # skills, 1e-4 is at 0.6 by step 400); GRPO at 3e-5 climbs steadily
-        # (0.14 -> 0.24 in 150 steps) and keeps prior skills, at 1e-4 it climbs no faster and forgets
-        # (0.50 -> 0.41). SFT on rollouts: SFT's recipe (lr) on other data, for 1/5 of RFT's steps (C5).
+        # skills, 1e-4 is at 0.6 by step 400); GRPO at 3e-5 climbs steadily (0.14 -> 0.24 in 150 steps) and
+        # keeps prior skills, at 1e-4 it climbs no faster and forgets (0.50 -> 0.41). SFT on rollouts: SFT's
+        # recipe (lr) on other data, for 1/5 of RFT's steps (C5).
         "sft": dict(learning_rate=3e-4, max_steps=400, batch_size=32, **{**_POCKET_EVAL, "eval_every": 50}),
         "rft": dict(learning_rate=3e-5, max_steps=150, batch_size=8, num_generations=8, beta=0.04, **_POCKET_EVAL),
-        "rollout_sft": dict(learning_rate=3e-4, max_steps=30, batch_size=32, n_train=512, eval_every=10,
-                            **{k: v for k, v in _POCKET_EVAL.items() if k != "eval_every"}),
+        "rollout_sft": dict(learning_rate=3e-4, max_steps=30, batch_size=32, n_train=512,
+                            **{**_POCKET_EVAL, "eval_every": 10}),
     },
     "paper": {
         "sft": dict(base=PAPER_MODEL, grids=[[3, 3]], answer_format="think", learning_rate=2e-5, max_steps=400,
