@@ -11,6 +11,9 @@ learned; counting and ordering alone were learned together). So the base is trai
 (``PretrainConfig.stages``, by default :data:`CURRICULUM`): a list of stages, each with its own steps and
 skill mixture (earlier skills stay in later mixtures as replay), each run as its own ``SFTTrainer`` with
 warm-up and cosine decay; no training item is seen in two stages. ``stages=None`` trains one mixture.
+A stage may draw its items in a changed world (``{"steps": 400, "mix": {...}, "world": {"max_objects": 1}}``:
+scenes of one object, where "what shape is the red object?" is a naming drill rather than a search), while
+held-out evaluation stays in the run's world.
 
 The result is cached: :func:`pretrain` returns the checkpoint directory if one trained with the same
 settings is there, and trains it otherwise (or when asked to ``retrain``). Training is deterministic
@@ -64,6 +67,11 @@ class PretrainConfig:
     stages: list | None = field(default_factory=lambda: json.loads(json.dumps(CURRICULUM)))
     # changes to the world's settings (world.WorldSettings), e.g. {"digit_pixel": 0.05}; {} is the default world
     world: dict = field(default_factory=dict)
+    # batches of similar prompt length (transformers' LengthGroupedSampler): the skills' prompts run from ~45
+    # to ~130 tokens, so a mixed batch is ~40% padding; grouped, a step costs 0.47 s instead of 0.79 s
+    # (benchmarks/pretrain_step.py). But a grouped batch holds one or two skills, not the mixture, and the
+    # shipped curriculum learned worse so (loss 0.6-1.7 instead of 0.4 late in its first stage): off by default.
+    group_by_length: bool = False
 
     def __post_init__(self):
         if isinstance(self.spec, dict):
@@ -71,18 +79,21 @@ class PretrainConfig:
         world.check_skills(self.mix)
         self.world = world.normalise(self.world)  # errors here, not after minutes of training; one cache key
         if self.stages:
+            self.stages = [dict(stage) for stage in self.stages]  # the caller's list stays as it was
             for i, stage in enumerate(self.stages):
-                if set(stage) != {"steps", "mix"} or int(stage["steps"]) < 1:
+                if not {"steps", "mix"} <= set(stage) <= {"steps", "mix", "world"} or int(stage["steps"]) < 1:
                     raise ValueError(f"stage {i} of the curriculum must be {{'steps': n >= 1, 'mix': {{skill: "
-                                     f"weight}}}}, got {stage!r}")
+                                     f"weight}}}} and optionally 'world': {{setting: value}}, got {stage!r}")
                 world.check_skills(stage["mix"])
+                if "world" in stage:  # the stage's items are drawn in the run's world with these changes
+                    with world.configure(**self.world):
+                        stage["world"] = world.normalise(stage["world"], on=world.SETTINGS)
             lengths = [int(stage["steps"]) for stage in self.stages]
             if self.steps is not None and self.steps != sum(lengths):
                 if self.steps < len(lengths):
                     raise ValueError(f"steps={self.steps} is fewer than the curriculum's {len(lengths)} stages (each "
                                      f"needs a step): give steps >= {len(lengths)}, or stages=None for one mixture")
-                self.stages = [{"steps": n, "mix": stage["mix"]}
-                               for n, stage in zip(_scale(lengths, self.steps), self.stages)]
+                self.stages = [{**stage, "steps": n} for n, stage in zip(_scale(lengths, self.steps), self.stages)]
             self.steps = sum(int(stage["steps"]) for stage in self.stages)
         elif self.steps is None:
             self.steps = 2000
@@ -100,6 +111,10 @@ class PretrainConfig:
             return [(self.steps, dict(self.mix))]
         return [(int(stage["steps"]), dict(stage["mix"])) for stage in self.stages]
 
+    def stage_world(self, stage: int) -> dict:
+        """Changes to the run's world in which a stage's training items are drawn ({} for none)."""
+        return dict(self.stages[stage].get("world", {})) if self.stages else {}
+
     def items_per_skill(self, stage: int | None = None) -> dict[str, int]:
         """Training items of each skill in one stage (all stages summed when ``stage`` is None)."""
         counts: dict[str, int] = {}
@@ -114,6 +129,8 @@ class PretrainConfig:
         d = asdict(self)
         if not self.stages:  # a plain mixture keeps the key it had before curricula existed
             d.pop("stages")
+        if not self.group_by_length:  # and a base trained in mixed batches the key it had before grouping
+            d.pop("group_by_length")
         d["world"] = world.resolve(self.world)  # every setting: the record stays true when defaults change
         return d
 
@@ -144,8 +161,9 @@ def _saved_config(out_dir: Path) -> dict:
 
 
 def _cached(out_dir: Path, config: PretrainConfig) -> bool:
+    """A checkpoint trained with this config (a setting added since it was trained reads as its default)."""
     return (out_dir / INFO).exists() and (out_dir / "config.json").exists() and \
-        _saved_config(out_dir) == config.to_json()
+        PretrainConfig.from_json(_saved_config(out_dir)).to_json() == config.to_json()
 
 
 def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT_DIR, *,
@@ -173,18 +191,24 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) 
     for k, (steps, mix) in enumerate(plan):
         t = time.perf_counter()
         counts = config.items_per_skill(k)
-        data = world.build_dataset(counts, "train", seed=config.seed, size=config.spec.image_size,
-                                   skills=list(mix), shuffle_seed=config.seed + k, progress=progress,
-                                   start={s: seen.get(s, 0) for s in mix})
+        with world.configure(**config.stage_world(k)):  # e.g. scenes of one object while objects are learned
+            data = world.build_dataset(counts, "train", seed=config.seed, size=config.spec.image_size,
+                                       skills=list(mix), shuffle_seed=config.seed + k, progress=progress,
+                                       start={s: seen.get(s, 0) for s in mix})
         data_seconds += time.perf_counter() - t
         for s, n in counts.items():
             seen[s] = seen.get(s, 0) + n
+        grouping = {}
+        if config.group_by_length:
+            data = data.map(lambda row: {"length": prompt_length(row["prompt"])})
+            # the sampler reads the length column, so TRL must not drop it (its collator ignores extra columns)
+            grouping = {"train_sampling_strategy": "group_by_length", "remove_unused_columns": False}
         trainer = train.sft_trainer(
             model, processor, data, out_dir / "trainer" / f"stage{k}" if len(plan) > 1 else out_dir / "trainer",
             max_steps=steps, per_device_train_batch_size=config.batch_size, learning_rate=config.learning_rate,
             lr_scheduler_type="cosine", warmup_steps=min(config.warmup_steps, steps // 2),
             weight_decay=config.weight_decay, seed=config.seed + k, data_seed=config.seed + k,
-            logging_steps=max(1, config.steps // 50), disable_tqdm=not progress,
+            logging_steps=max(1, config.steps // 50), disable_tqdm=not progress, **grouping,
         )
         for cb in callbacks or []:
             trainer.add_callback(cb)
@@ -197,6 +221,11 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) 
     (out_dir / INFO).write_text(json.dumps({
         "config": config.to_json(), "seconds": seconds, "data_seconds": data_seconds, "log": log}, indent=1))
     return out_dir
+
+
+def prompt_length(prompt: list[dict]) -> int:
+    """Characters of a conversational prompt's text: a stand-in for its token count that needs no tokenizer."""
+    return sum(len(part.get("text") or "") for turn in prompt for part in turn["content"])
 
 
 def world_of(checkpoint: str | Path) -> dict:

@@ -29,8 +29,8 @@ numbered grid), so a model that never saw a puzzle still answers one in the righ
 Items are generated from seeds: the train and held-out splits draw from disjoint seed streams, so
 they never share a scene (tested).
 
-**Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, the ordering
-skill's grids, the wording of prompts, context sentences before questions); its defaults are the world
+**Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
+scene, the ordering skill's grids, the wording of prompts, context sentences before questions); its defaults are the world
 of the shipped base (experiment E4 in the README). :data:`FIRST_WORLD` is the world of the first base,
 in which the experiments E1-E4 are changes. ``with world.configure(digit_pixel=1 / 24): ...`` changes
 the settings inside a block, and ``PretrainConfig(world={...})`` trains (and caches) a base in a changed
@@ -112,6 +112,7 @@ class WorldSettings:
     preamble_rate: float = 0.0  # share of questions that 1-3 PREAMBLES sentences precede
     ordering_paraphrases: bool = True  # the ordering task in several wordings, none stating the count: only
     # the grid and the format sentence ("as N numbers"), which the jigsaw prompt shares, tell the answer's length
+    max_objects: int = 4  # a scene has 1..max_objects objects; 1 makes every object question a naming drill
 
 
 # The world of the first shipped base (sessions 1-4), as changes to today's defaults: small objects and
@@ -133,7 +134,7 @@ def _setting(name: str, value):
         return tuple(((int(g[0]), int(g[1])), float(w)) for g, w in value)
     if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases"):
         return bool(value)
-    if name == "placement_retries":
+    if name in ("placement_retries", "max_objects"):
         return int(value)
     return float(value)
 
@@ -154,6 +155,8 @@ def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
         raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
     typed = _typed(changes)
     settings = replace(on or WorldSettings(), **typed)
+    if settings.max_objects < 1:
+        raise ValueError(f"max_objects must be >= 1 (a scene holds 1..max_objects objects), got {settings.max_objects}")
     if settings.digit_pixel > _LARGE_DIGIT + 1e-12 and not settings.sign_inside:
         raise ValueError("a digit_pixel above 1/24 needs sign_inside=True: otherwise the larger sign "
                          "may run off the image and objects may cover it")
@@ -251,7 +254,7 @@ def sample_scene(rng: np.random.Generator, n_things: int | None = None, sign: bo
     if sign:
         scene.sign = place()
         scene.digit = str(int(rng.integers(10)))
-    n = int(rng.integers(1, 5)) if n_things is None else n_things
+    n = int(rng.integers(1, world.max_objects + 1)) if n_things is None else n_things
     kinds = [(s, c) for s in SHAPES for c in COLORS]
     chosen = [kinds[k] for k in rng.permutation(len(kinds))[:n]]
     a, b = world.object_radius

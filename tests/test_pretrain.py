@@ -130,3 +130,59 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
         pretrain.PretrainConfig(world={"digit_pixels": 0.1})
     with pytest.raises(ValueError, match="sign_inside"):  # a larger sign must be kept inside the image
         pretrain.PretrainConfig(world={"digit_pixel": 0.1, "sign_inside": False})
+
+
+def test_grouping_by_length_is_its_own_checkpoint(tmp_path, monkeypatch):
+    from jigsaw_lib import train
+
+    # a base trained in mixed batches keeps its cache key; a grouped one is recorded as such
+    assert "group_by_length" not in pretrain.PretrainConfig().to_json()
+    grouped = _config(group_by_length=True)
+    assert grouped.to_json()["group_by_length"] is True
+    assert pretrain.PretrainConfig.from_json(grouped.to_json()).to_json() == grouped.to_json()
+    assert pretrain.prompt_length([{"role": "user", "content": [{"type": "text", "text": "abc"},
+                                                                {"type": "image", "text": None}]}]) == 3
+    seen = []
+    original = train.sft_trainer
+
+    def spy(model, processor, data, out, **kw):
+        seen.append((kw, data))
+        return original(model, processor, data, out, **kw)
+
+    monkeypatch.setattr(train, "sft_trainer", spy)
+    out = pretrain.pretrain(grouped, tmp_path / "g", progress=False)
+    kw, data = seen[0]
+    assert kw["train_sampling_strategy"] == "group_by_length" and kw["remove_unused_columns"] is False
+    assert data["length"] == [pretrain.prompt_length(p) for p in data["prompt"]]
+    assert len(set(data["length"])) > 1  # the mixture's prompts do differ in length
+    assert pretrain._cached(out, grouped) and not pretrain._cached(out, _config())
+    # a record written before a setting existed reads as that setting's default: still the same checkpoint
+    info = json.loads((out / pretrain.INFO).read_text())
+    del info["config"]["weight_decay"]
+    (out / pretrain.INFO).write_text(json.dumps(info))
+    assert pretrain._cached(out, grouped) and not pretrain._cached(out, _config(group_by_length=True, weight_decay=0.1))
+
+
+def test_a_stage_may_draw_its_items_in_a_changed_world(tmp_path, monkeypatch):
+    from jigsaw_lib import world
+
+    stages = [{"steps": 2, "mix": {"perception": 1}, "world": {"max_objects": 1}},
+              {"steps": 2, "mix": {"perception": 1}}]
+    config = _config(stages=stages, steps=None)
+    assert config.stage_world(0) == {"max_objects": 1} and config.stage_world(1) == {}
+    assert stages[0]["world"] == {"max_objects": 1} and config.to_json()["stages"][0]["world"] == {"max_objects": 1}
+    assert _config(stages=stages, steps=6).stages[0]["world"] == {"max_objects": 1}  # scaling keeps it
+    seen = []
+    original = world.build_dataset
+
+    def spy(*a, **kw):
+        seen.append(world.SETTINGS.max_objects)
+        return original(*a, **kw)
+
+    monkeypatch.setattr(world, "build_dataset", spy)
+    pretrain.pretrain(config, tmp_path / "s", progress=False)
+    assert seen == [1, 4] and world.SETTINGS.max_objects == 4
+    with pytest.raises(ValueError, match="unknown world setting"):
+        _config(stages=[{"steps": 2, "mix": {"perception": 1}, "world": {"max_object": 1}}], steps=None)
+    with pytest.raises(ValueError, match="optionally 'world'"):
+        _config(stages=[{"steps": 2, "mix": {"perception": 1}, "worlds": {}}], steps=None)

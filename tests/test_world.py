@@ -165,3 +165,15 @@ def test_resolve_reads_full_and_older_world_records():
         with pytest.raises(ValueError, match="sign_inside"):
             with world.configure(digit_pixel=0.1):
                 pass
+
+
+def test_max_objects_makes_scenes_of_fewer_objects():
+    rng = np.random.default_rng(0)
+    assert {len(world.sample_scene(rng).things) for _ in range(100)} == {1, 2, 3, 4}  # the default world
+    with world.configure(max_objects=1):
+        assert {len(world.sample_scene(rng).things) for _ in range(50)} == {1}
+        counted = world.items("counting", "test", 30)
+    # a question about "the square" then names the only object: a naming drill, not a binding task
+    assert {i.answer for i in counted} == {"1"} and world.SETTINGS.max_objects == 4
+    with pytest.raises(ValueError, match="max_objects"):
+        world.normalise({"max_objects": 0})
