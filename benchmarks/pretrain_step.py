@@ -5,7 +5,8 @@
 Runs ``pretrain.pretrain`` (the real path: TRL's SFTTrainer on the world's skills) for a few steps on the
 last curriculum stage's mixture (all six skills), once as shipped and once with ``group_by_length``,
 and prints the median wall time per optimizer step after five warm-up steps. The prompts run from ~45
-tokens (OCR, counting) to ~130 (3x3 ordering), so a mixed batch is mostly padding to its longest prompt.
+tokens (OCR, counting) to ~130 (3x3 ordering), so about 40% of a mixed batch is padding to its longest
+prompt.
 """
 
 import argparse

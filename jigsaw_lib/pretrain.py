@@ -68,9 +68,9 @@ class PretrainConfig:
     # changes to the world's settings (world.WorldSettings), e.g. {"digit_pixel": 0.05}; {} is the default world
     world: dict = field(default_factory=dict)
     # batches of similar prompt length (transformers' LengthGroupedSampler): the skills' prompts run from ~45
-    # to ~130 tokens, so a mixed batch is ~40% padding; grouped, a step costs 0.47 s instead of 0.79 s
-    # (benchmarks/pretrain_step.py). But a grouped batch holds one or two skills, not the mixture, and the
-    # shipped curriculum learned worse so (loss 0.6-1.7 instead of 0.4 late in its first stage): off by default.
+    # to ~130 tokens, so a mixed batch is ~40% padding, and a grouped step is faster (benchmarks/pretrain_step.py).
+    # But a grouped batch holds one or two skills, not the mixture, and the shipped curriculum learned worse
+    # so (README, E5): off by default.
     group_by_length: bool = False
 
     def __post_init__(self):
@@ -86,8 +86,13 @@ class PretrainConfig:
                                      f"weight}}}} and optionally 'world': {{setting: value}}, got {stage!r}")
                 world.check_skills(stage["mix"])
                 if "world" in stage:  # the stage's items are drawn in the run's world with these changes
-                    with world.configure(**self.world):
-                        stage["world"] = world.normalise(stage["world"], on=world.SETTINGS)
+                    try:
+                        with world.configure(**world.resolve(self.world)):  # the run's world, whatever the caller's
+                            stage["world"] = world.normalise(stage["world"], on=world.SETTINGS)
+                    except ValueError as e:
+                        raise ValueError(f"stage {i} of the curriculum: {e}") from None
+                    if not stage["world"]:
+                        del stage["world"]  # no change: the same run as a stage without one
             lengths = [int(stage["steps"]) for stage in self.stages]
             if self.steps is not None and self.steps != sum(lengths):
                 if self.steps < len(lengths):
@@ -161,9 +166,14 @@ def _saved_config(out_dir: Path) -> dict:
 
 
 def _cached(out_dir: Path, config: PretrainConfig) -> bool:
-    """A checkpoint trained with this config (a setting added since it was trained reads as its default)."""
-    return (out_dir / INFO).exists() and (out_dir / "config.json").exists() and \
-        PretrainConfig.from_json(_saved_config(out_dir)).to_json() == config.to_json()
+    """A checkpoint trained with this config. A setting added since it was trained reads as its default, so
+    a new setting must default to the old behaviour; a record this code cannot read is not a match."""
+    if not ((out_dir / INFO).exists() and (out_dir / "config.json").exists()):
+        return False
+    try:
+        return PretrainConfig.from_json(_saved_config(out_dir)).to_json() == config.to_json()
+    except (TypeError, ValueError):  # a setting this version lacks, or a value it rejects: train anew
+        return False
 
 
 def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT_DIR, *,

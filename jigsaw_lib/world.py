@@ -30,9 +30,9 @@ Items are generated from seeds: the train and held-out splits draw from disjoint
 they never share a scene (tested).
 
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
-scene, the ordering skill's grids, the wording of prompts, context sentences before questions); its defaults are the world
-of the shipped base (experiment E4 in the README). :data:`FIRST_WORLD` is the world of the first base,
-in which the experiments E1-E4 are changes. ``with world.configure(digit_pixel=1 / 24): ...`` changes
+scene, the ordering skill's grids, the wording of prompts, context sentences before questions); its
+defaults are the world of the shipped base (experiment E4 in the README). :data:`FIRST_WORLD` is the
+world of the first base, in which the experiments E1-E4 are changes. ``with world.configure(digit_pixel=1 / 24): ...`` changes
 the settings inside a block, and ``PretrainConfig(world={...})`` trains (and caches) a base in a changed
 world.
 """
@@ -231,7 +231,8 @@ def cell_of(x: float, y: float, rows: int = 2, cols: int = 2) -> int:
 
 
 def sample_scene(rng: np.random.Generator, n_things: int | None = None, sign: bool | None = None) -> Scene:
-    """Draw a random scene: horizon near the middle, 1-4 distinct objects on the ground, maybe a sign."""
+    """Draw a random scene: horizon near the middle, 1..max_objects (4) distinct objects on the ground, maybe a
+    sign. Objects that do not fit after ``placement_retries`` attempts are left out of the last attempt."""
     horizon = rng.uniform(0.4, 0.6)
     left = bool(rng.random() < 0.5)
     sun = (rng.uniform(0.12, 0.38) if left else rng.uniform(0.62, 0.88), rng.uniform(0.12, horizon - 0.14))

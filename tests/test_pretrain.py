@@ -133,6 +133,8 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
 
 
 def test_grouping_by_length_is_its_own_checkpoint(tmp_path, monkeypatch):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
     from jigsaw_lib import train
 
     # a base trained in mixed batches keeps its cache key; a grouped one is recorded as such
@@ -146,13 +148,15 @@ def test_grouping_by_length_is_its_own_checkpoint(tmp_path, monkeypatch):
     original = train.sft_trainer
 
     def spy(model, processor, data, out, **kw):
-        seen.append((kw, data))
-        return original(model, processor, data, out, **kw)
+        trainer = original(model, processor, data, out, **kw)
+        seen.append((kw, data, trainer._get_train_sampler(trainer.train_dataset)))
+        return trainer
 
     monkeypatch.setattr(train, "sft_trainer", spy)
     out = pretrain.pretrain(grouped, tmp_path / "g", progress=False)
-    kw, data = seen[0]
+    kw, data, sampler = seen[0]
     assert kw["train_sampling_strategy"] == "group_by_length" and kw["remove_unused_columns"] is False
+    assert isinstance(sampler, LengthGroupedSampler) and sampler.lengths == data["length"]
     assert data["length"] == [pretrain.prompt_length(p) for p in data["prompt"]]
     assert len(set(data["length"])) > 1  # the mixture's prompts do differ in length
     assert pretrain._cached(out, grouped) and not pretrain._cached(out, _config())
@@ -166,12 +170,16 @@ def test_grouping_by_length_is_its_own_checkpoint(tmp_path, monkeypatch):
 def test_a_stage_may_draw_its_items_in_a_changed_world(tmp_path, monkeypatch):
     from jigsaw_lib import world
 
-    stages = [{"steps": 2, "mix": {"perception": 1}, "world": {"max_objects": 1}},
-              {"steps": 2, "mix": {"perception": 1}}]
+    drill = {"max_objects": 1, "object_radius": (0.1, 0.05)}
+    stages = [{"steps": 2, "mix": {"perception": 1}, "world": drill},
+              {"steps": 2, "mix": {"perception": 1}, "world": {}}]
     config = _config(stages=stages, steps=None)
-    assert config.stage_world(0) == {"max_objects": 1} and config.stage_world(1) == {}
-    assert stages[0]["world"] == {"max_objects": 1} and config.to_json()["stages"][0]["world"] == {"max_objects": 1}
-    assert _config(stages=stages, steps=6).stages[0]["world"] == {"max_objects": 1}  # scaling keeps it
+    normal = {"max_objects": 1, "object_radius": [0.1, 0.05]}  # one JSON-ready form: one cache key
+    assert config.stage_world(0) == normal and config.stage_world(1) == {}
+    assert "world" not in config.stages[1] and config.to_json() == _config(stages=[
+        stages[0], {"steps": 2, "mix": {"perception": 1}}], steps=None).to_json()  # an empty change is none
+    assert stages[0]["world"] is drill and drill["object_radius"] == (0.1, 0.05)  # the caller's stages untouched
+    assert _config(stages=stages, steps=6).stages[0]["world"] == normal  # scaling keeps it
     seen = []
     original = world.build_dataset
 
@@ -182,7 +190,9 @@ def test_a_stage_may_draw_its_items_in_a_changed_world(tmp_path, monkeypatch):
     monkeypatch.setattr(world, "build_dataset", spy)
     pretrain.pretrain(config, tmp_path / "s", progress=False)
     assert seen == [1, 4] and world.SETTINGS.max_objects == 4
-    with pytest.raises(ValueError, match="unknown world setting"):
+    with pytest.raises(ValueError, match="stage 0 of the curriculum: unknown world setting"):
         _config(stages=[{"steps": 2, "mix": {"perception": 1}, "world": {"max_object": 1}}], steps=None)
+    with world.configure(digit_pixel=1 / 24, sign_inside=False):  # checked on the run's world, not the caller's
+        _config(stages=[{"steps": 2, "mix": {"ocr": 1}, "world": {"digit_pixel": 1 / 16}}], steps=None)
     with pytest.raises(ValueError, match="optionally 'world'"):
         _config(stages=[{"steps": 2, "mix": {"perception": 1}, "worlds": {}}], steps=None)
