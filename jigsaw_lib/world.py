@@ -68,6 +68,7 @@ SKILLS = {  # skill -> the benchmark family it stands for
     "ordering": "MMMU",
 }
 SPLITS = ("train", "test")
+PERCEPTION_QUESTIONS = ("light", "colour", "shape")  # the kinds of question the perception skill asks
 ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
     "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
     "Rank the regions by brightness: at each position write the rank of its region, 1 for the brightest.",
@@ -113,6 +114,7 @@ class WorldSettings:
     ordering_paraphrases: bool = True  # the ordering task in several wordings, none stating the count: only
     # the grid and the format sentence ("as N numbers"), which the jigsaw prompt shares, tell the answer's length
     max_objects: int = 4  # a scene has 1..max_objects objects; 1 makes every object question a naming drill
+    perception_questions: tuple = PERCEPTION_QUESTIONS  # what the perception skill asks; ("shape",) is a drill
 
 
 # The world of the first shipped base (sessions 1-4), as changes to today's defaults: small objects and
@@ -132,6 +134,8 @@ def _setting(name: str, value):
         return tuple(float(v) for v in value)
     if name == "ordering_grids":
         return tuple(((int(g[0]), int(g[1])), float(w)) for g, w in value)
+    if name == "perception_questions":
+        return tuple(str(v) for v in value)
     if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases"):
         return bool(value)
     if name in ("placement_retries", "max_objects"):
@@ -155,6 +159,9 @@ def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
         raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
     typed = _typed(changes)
     settings = replace(on or WorldSettings(), **typed)
+    asked = settings.perception_questions
+    if not asked or set(asked) - set(PERCEPTION_QUESTIONS) or len(set(asked)) != len(asked):
+        raise ValueError(f"perception_questions must be distinct kinds among {PERCEPTION_QUESTIONS}, got {asked!r}")
     if settings.max_objects < 1:
         raise ValueError(f"max_objects must be >= 1 (a scene holds 1..max_objects objects), got {settings.max_objects}")
     if settings.digit_pixel > _LARGE_DIGIT + 1e-12 and not settings.sign_inside:
@@ -389,7 +396,11 @@ def _ocr(rng, size):
 
 
 def _perception(rng, size):
-    kind = rng.integers(3)
+    asked = SETTINGS.perception_questions
+    if asked == PERCEPTION_QUESTIONS:
+        kind = rng.integers(3)
+    else:  # some kinds only (a drill): drawn among them
+        kind = PERCEPTION_QUESTIONS.index(asked[int(rng.integers(len(asked)))])
     scene = sample_scene(rng, sign=False)
     if kind == 0:
         q = "Which side is the light coming from, left or right? " + answer_instruction("one word", "left")

@@ -177,3 +177,16 @@ def test_max_objects_makes_scenes_of_fewer_objects():
     assert {i.answer for i in counted} == {"1"} and world.SETTINGS.max_objects == 4
     with pytest.raises(ValueError, match="max_objects"):
         world.normalise({"max_objects": 0})
+
+
+def test_perception_may_ask_some_kinds_only():
+    default = world.items("perception", "test", 30)
+    with world.configure(perception_questions=["shape"]):  # a drill: shape questions only
+        shapes = world.items("perception", "test", 30)
+    assert all(i.question.startswith("What shape is the") and i.answer in world.SHAPES for i in shapes)
+    kinds = {i.question.split()[1] for i in default}
+    assert kinds == {"side", "colour", "shape"}  # the default world asks all three, as before
+    assert world.resolve({"perception_questions": ("light", "colour")})["perception_questions"] == ["light", "colour"]
+    for bad in ([], ["smell"], ["shape", "shape"]):
+        with pytest.raises(ValueError, match="perception_questions"):
+            world.normalise({"perception_questions": bad})
