@@ -32,9 +32,9 @@ they never share a scene (tested).
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
 scene, the ordering skill's grids, the wording of prompts, context sentences before questions); its
 defaults are the world of the shipped base (experiment E4 in the README). :data:`FIRST_WORLD` is the
-world of the first base, in which the experiments E1-E4 are changes. ``with world.configure(digit_pixel=1 / 24): ...`` changes
-the settings inside a block, and ``PretrainConfig(world={...})`` trains (and caches) a base in a changed
-world.
+world of the first base, in which the experiments E1-E4 are changes.
+``with world.configure(digit_pixel=1 / 24): ...`` changes the settings inside a block, and
+``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
 """
 
 from __future__ import annotations
@@ -396,11 +396,8 @@ def _ocr(rng, size):
 
 
 def _perception(rng, size):
-    asked = SETTINGS.perception_questions
-    if asked == PERCEPTION_QUESTIONS:
-        kind = rng.integers(3)
-    else:  # some kinds only (a drill): drawn among them
-        kind = PERCEPTION_QUESTIONS.index(asked[int(rng.integers(len(asked)))])
+    asked = SETTINGS.perception_questions  # all three kinds draw as before: rng.integers(3)
+    kind = PERCEPTION_QUESTIONS.index(asked[int(rng.integers(len(asked)))])
     scene = sample_scene(rng, sign=False)
     if kind == 0:
         q = "Which side is the light coming from, left or right? " + answer_instruction("one word", "left")
