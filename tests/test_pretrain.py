@@ -196,3 +196,42 @@ def test_a_stage_may_draw_its_items_in_a_changed_world(tmp_path, monkeypatch):
         _config(stages=[{"steps": 2, "mix": {"ocr": 1}, "world": {"digit_pixel": 1 / 16}}], steps=None)
     with pytest.raises(ValueError, match="optionally 'world'"):
         _config(stages=[{"steps": 2, "mix": {"perception": 1}, "worlds": {}}], steps=None)
+
+
+def test_vision_pretraining_runs_first_and_is_its_own_checkpoint(tmp_path, monkeypatch):
+    from jigsaw_lib import train, vision
+
+    assert "vision_steps" not in pretrain.PretrainConfig().to_json()  # the shipped base keeps its cache key
+    config = _config(vision_steps=2)
+    assert pretrain.PretrainConfig.from_json(config.to_json()).to_json() == config.to_json()
+    order = []
+    original = vision.pretrain_vision
+
+    def spy(model, processor, steps, out, **kw):
+        order.append(("vision", steps, kw["batch_size"]))
+        return original(model, processor, steps, out, **kw)
+
+    sft = train.sft_trainer
+    monkeypatch.setattr(vision, "pretrain_vision", spy)
+    monkeypatch.setattr(train, "sft_trainer", lambda *a, **kw: order.append("sft") or sft(*a, **kw))
+    out = pretrain.pretrain(config, tmp_path / "v", progress=False)
+    assert order == [("vision", 2, 4), "sft"]  # the tower first, then the skills
+    record = pretrain.info(out)["vision"]
+    assert set(record["accuracy"]) == set(vision.HEADS) and record["seconds"] > 0
+    assert pretrain._cached(out, config) and not pretrain._cached(out, _config())
+    with pytest.raises(ValueError, match="vision_steps must be >= 0"):
+        _config(vision_steps=-1)
+
+
+def test_a_frozen_vision_tower_keeps_its_weights_while_the_rest_learns(tmp_path):
+    config = _config(freeze_vision=True)
+    assert config.to_json()["freeze_vision"] is True and "freeze_vision" not in _config().to_json()
+    out = pretrain.pretrain(config, tmp_path / "f", progress=False)
+    trained, _ = load(out)
+    init, _ = load(out / "init")
+    after, before = trained.state_dict(), init.state_dict()
+    moved = {k for k in after if not torch.equal(after[k], before[k])}
+    tower = {k for k in after if k.startswith(("model.visual.patch_embed.", "model.visual.blocks."))}
+    assert tower and not moved & tower  # patch embedding and blocks as they were
+    assert any(k.startswith("model.visual.merger.") for k in moved)  # the projection learns
+    assert any(k.startswith("model.language_model.") for k in moved)
