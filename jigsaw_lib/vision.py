@@ -13,8 +13,9 @@ gradient to learn them from: a saddle that the pocket pretraining did not leave.
 
 So the tower is trained first, as Qwen's was, on what the world's scenes hold: for each merged image token (one
 16x16-pixel cell of the 64x64 image, the tokens the language model sees) a linear head says which shape and
-which colour of object has its centre in that cell, and which digit is on a sign there (or none). These dense
-labels come from the scene description, so they cost nothing and are exact. The heads are thrown away; the
+which colour of object has its centre in that cell, and which digit is on a sign there (or none), and a
+linear regression gives the cell's mean colour (so the tower keeps brightness, which the jigsaw reads). These
+dense labels come from the scene description and the image, so they cost nothing and are exact. The heads are thrown away; the
 tower (patch embedding, blocks and merger) goes into the base model, and the prior-skill curriculum of
 :mod:`jigsaw_lib.pretrain` trains everything from there.
 
@@ -32,6 +33,9 @@ from . import world
 
 # What each merged token is labelled with: class 0 is "nothing of that kind has its centre in this cell".
 HEADS = {"shape": 1 + len(world.SHAPES), "colour": 1 + len(world.COLORS), "digit": 1 + 10}
+# and, by regression, the cell's mean colour (RGB in 0..1): the tower must keep how bright a region is, which
+# the jigsaw and the ordering skill read, though the labels above would let it learn to ignore the side light
+MEAN_COLOUR_WEIGHT = 10.0  # an MSE of ~0.01 weighs about as much as a cross-entropy of ~0.1
 _STREAMS = {"train": 0, "test": 1}
 
 
@@ -50,6 +54,14 @@ def token_labels(scene: world.Scene, grid: int) -> np.ndarray:
         dp = world.SETTINGS.digit_pixel
         labels[cell(scene.sign[0] + 2.5 * dp, scene.sign[1] + 3.5 * dp), 2] = int(scene.digit) + 1
     return labels
+
+
+def cell_means(image, grid: int) -> np.ndarray:
+    """Mean RGB (0..1) of each of a square image's grid x grid cells, row-major: shape (grid*grid, 3)."""
+    a = np.asarray(image, dtype=np.float32) / 255.0
+    side = a.shape[0] // grid
+    a = a[: side * grid, : side * grid].reshape(grid, side, grid, side, 3)
+    return a.mean(axis=(1, 3)).reshape(grid * grid, 3)
 
 
 def scene(split: str, i: int, seed: int = 0) -> world.Scene:
@@ -73,7 +85,8 @@ class SceneLabels(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict:
         with world.configure(**self.settings):
             sc = scene(self.split, self.start + i, self.seed)
-            return {"image": world.render(sc, self.size), "labels": token_labels(sc, self.grid)}
+            image = world.render(sc, self.size)
+            return {"image": image, "labels": token_labels(sc, self.grid), "means": cell_means(image, self.grid)}
 
 
 class Collator:
@@ -85,7 +98,9 @@ class Collator:
     def __call__(self, rows: list[dict]) -> dict:
         enc = self.image_processor(images=[r["image"] for r in rows], return_tensors="pt")
         labels = torch.from_numpy(np.concatenate([r["labels"] for r in rows]))
-        return {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"], "labels": labels}
+        means = torch.from_numpy(np.concatenate([r["means"] for r in rows]))
+        return {"pixel_values": enc["pixel_values"], "image_grid_thw": enc["image_grid_thw"], "labels": labels,
+                "means": means}
 
 
 class TowerWithHeads(nn.Module):
@@ -94,17 +109,19 @@ class TowerWithHeads(nn.Module):
     def __init__(self, visual: nn.Module, out_hidden: int):
         super().__init__()
         self.visual = visual
-        self.heads = nn.ModuleDict({k: nn.Linear(out_hidden, n) for k, n in HEADS.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(out_hidden, n) for k, n in {**HEADS, "mean_colour": 3}.items()})
 
     def logits(self, pixel_values, image_grid_thw) -> dict[str, torch.Tensor]:
         tokens = self.visual(pixel_values, grid_thw=image_grid_thw).pooler_output  # (images * cells, out_hidden)
         return {k: head(tokens) for k, head in self.heads.items()}
 
-    def forward(self, pixel_values, image_grid_thw, labels=None):
+    def forward(self, pixel_values, image_grid_thw, labels=None, means=None):
         out = self.logits(pixel_values, image_grid_thw)
         if labels is not None:
             ce = nn.functional.cross_entropy
             out["loss"] = sum(ce(out[k], labels[:, j]) for j, k in enumerate(HEADS))
+            if means is not None:
+                out["loss"] = out["loss"] + MEAN_COLOUR_WEIGHT * nn.functional.mse_loss(out["mean_colour"], means)
         return out
 
 
@@ -149,7 +166,8 @@ def _sizes(model, processor) -> tuple[int, int]:
 @torch.no_grad()
 def held_out_accuracy(tower: TowerWithHeads, processor, n: int = 200, seed: int = 0, size: int = 64,
                       grid: int = 4) -> dict[str, float]:
-    """Accuracy of each head on held-out scenes, over the cells that hold something of its kind."""
+    """Accuracy of each head on held-out scenes, over the cells that hold something of its kind, and the mean
+    absolute error of the cells' mean colour (0..1)."""
     data = SceneLabels(n, "test", seed, size, grid)
     batch = Collator(processor.image_processor)([data[i] for i in range(n)])
     out = tower.logits(batch["pixel_values"], batch["image_grid_thw"])
@@ -158,4 +176,5 @@ def held_out_accuracy(tower: TowerWithHeads, processor, n: int = 200, seed: int 
         y = batch["labels"][:, j]
         mask = y > 0
         result[k] = float((out[k].argmax(-1)[mask] == y[mask]).float().mean()) if mask.any() else float("nan")
+    result["mean_colour_mae"] = float((out["mean_colour"] - batch["means"]).abs().mean())
     return result

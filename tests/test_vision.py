@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from jigsaw_lib import models, vision, world
 
@@ -26,6 +27,15 @@ def test_token_labels_mark_each_object_and_the_sign_in_the_cell_of_its_centre():
     assert vision.token_labels(_scene(), 2).sum() == 0  # an empty landscape: all "nothing"
 
 
+def test_cell_means_are_the_mean_colour_of_each_cell():
+    a = np.zeros((8, 8, 3), dtype=np.uint8)
+    a[:4, 4:] = 255  # the top-right cell white
+    a[4:, :4, 0] = 51  # the bottom-left cell a dark red
+    means = vision.cell_means(Image.fromarray(a), 2)
+    assert means.shape == (4, 3)
+    np.testing.assert_allclose(means, [[0, 0, 0], [1, 1, 1], [0.2, 0, 0], [0, 0, 0]], atol=1e-6)
+
+
 def test_scenes_are_seeded_and_splits_disjoint():
     a, b = vision.scene("train", 3), vision.scene("train", 3)
     assert a == b and vision.scene("test", 3) != a and vision.scene("train", 3, seed=1) != a
@@ -43,7 +53,7 @@ def test_pretrain_vision_trains_the_tower_in_place(tmp_path):
     moved = {k for k in before if not torch.equal(before[k], after[k])}
     assert moved and all(k.startswith("model.visual.") for k in moved)  # the tower, and only the tower
     assert set(after) == set(before)  # the heads stay out of the model
-    assert any("loss" in e for e in record["log"]) and set(record["accuracy"]) == set(vision.HEADS)
-    assert all(np.isnan(v) or 0 <= v <= 1 for v in record["accuracy"].values())
+    assert any("loss" in e for e in record["log"]) and set(record["accuracy"]) == {*vision.HEADS, "mean_colour_mae"}
+    assert all(np.isnan(v) or 0 <= v <= 1 for v in record["accuracy"].values())  # MAE of 0..1 colours too
     with pytest.raises(ValueError, match="steps >= 1"):
         vision.pretrain_vision(model, processor, 0, tmp_path / "v")
