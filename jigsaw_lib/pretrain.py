@@ -144,12 +144,9 @@ class PretrainConfig:
         d = asdict(self)
         if not self.stages:  # a plain mixture keeps the key it had before curricula existed
             d.pop("stages")
-        if not self.group_by_length:  # and a base trained in mixed batches the key it had before grouping
-            d.pop("group_by_length")
-        if not self.vision_steps:  # and one without vision pretraining the key it had before it existed
-            d.pop("vision_steps")
-        if not self.freeze_vision:
-            d.pop("freeze_vision")
+        for later in ("group_by_length", "vision_steps", "freeze_vision"):  # settings added later: at their
+            if not d[later]:  # default (the old behaviour), a base keeps the key it had before they existed
+                d.pop(later)
         d["world"] = world.resolve(self.world)  # every setting: the record stays true when defaults change
         return d
 

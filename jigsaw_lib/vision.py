@@ -43,10 +43,7 @@ def token_labels(scene: world.Scene, grid: int) -> np.ndarray:
     """Labels of a scene's merged tokens, shape (grid*grid, 3) for (shape, colour, digit), row-major cells
     (the order of Qwen2.5-VL's merged image tokens). An object is labelled in the cell holding its centre."""
     labels = np.zeros((grid * grid, len(HEADS)), dtype=np.int64)
-
-    def cell(x: float, y: float) -> int:
-        return min(int(y * grid), grid - 1) * grid + min(int(x * grid), grid - 1)
-
+    cell = lambda x, y: world.cell_of(x, y, grid, grid) - 1  # noqa: E731  (cell_of numbers from 1)
     for t in scene.things:
         labels[cell(t.x, t.y), 0] = world.SHAPES.index(t.shape) + 1
         labels[cell(t.x, t.y), 1] = list(world.COLORS).index(t.color) + 1
@@ -138,10 +135,8 @@ def pretrain_vision(model, processor, steps: int, output_dir, *, batch_size: int
         raise ValueError(f"vision pretraining needs steps >= 1, got {steps}")
     visual = model.model.visual
     size, grid = _sizes(model, processor)
+    torch.manual_seed(seed)  # the heads are initialised from the seed (the tower keeps its weights)
     tower = TowerWithHeads(visual, model.config.vision_config.out_hidden_size)
-    torch.manual_seed(seed)
-    for head in tower.heads.values():  # initialised here, from the seed (the tower keeps its weights)
-        head.reset_parameters()
     args = TrainingArguments(
         output_dir=str(output_dir), max_steps=steps, per_device_train_batch_size=batch_size,
         learning_rate=learning_rate, lr_scheduler_type="cosine", warmup_steps=min(warmup_steps, steps // 2),
