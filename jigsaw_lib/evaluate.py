@@ -9,7 +9,8 @@
   ``hit`` and ``well_formed`` (scored by the very reward functions RFT trains on); ``samples``
   completions at temperature 1 give ``pass_at_k`` (some sample exactly right), the mean sampled hit,
   and ``hit_spread``, the within-prompt standard deviation of the hit reward: GRPO's learning signal,
-  zero when every rollout of a prompt scores the same.
+  zero when every rollout of a prompt scores the same. With ``axes=True`` it also splits the greedy hit
+  by axis (:func:`axis_hits`): the share of tiles put in their right row, and in their right column.
 
 Results are tidy rows ``skill, metric, value`` (plus ``n``), ready for the results tables.
 """
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from . import puzzles, world
 from .answers import normalise_body, split_answer
-from .rewards import exact_reward, format_reward, hit_reward
+from .rewards import _parse_batch, exact_reward, format_reward, hit_reward
 
 JIGSAW_TEST_SEED = 1_000_003  # puzzles for evaluation come from their own image stream
 
@@ -114,11 +115,35 @@ def score_jigsaw(completions: list[str], solutions: list, answer_format: str = "
             "well_formed": np.array(format_reward(completions, **columns))}
 
 
+def axis_hits(completions: list[str], solutions: list, rows: int, cols: int,
+              answer_format: str = "direct") -> dict[str, np.ndarray]:
+    """Per completion, the share of tiles sent to the right row (``row_hit``) and to the right column
+    (``col_hit``); 0.0 for a malformed answer. A tile is "sent" where the answer says it belongs.
+
+    The hit reward counts tiles placed exactly; these say which part of the placement a model gets: on
+    landscapes, rows follow from sky-above-ground, columns only from the side light and from edges that
+    continue across tiles. Chance for a random well-formed answer is 1/rows and 1/cols."""
+    if any(len(s) != rows * cols for s in solutions):
+        raise ValueError(f"axis_hits: every solution must have rows*cols = {rows * cols} numbers")
+    parsed = _parse_batch("axis_hits", completions, solutions, [answer_format] * len(solutions))
+    row_hit, col_hit = [], []
+    for p, sol in parsed:
+        if p is None:
+            row_hit.append(0.0)
+            col_hit.append(0.0)
+            continue
+        pairs = [divmod(a - 1, cols) + divmod(b - 1, cols) for a, b in zip(p.numbers, sol)]
+        row_hit.append(sum(ra == rb for ra, _, rb, _ in pairs) / len(pairs))
+        col_hit.append(sum(ca == cb for _, ca, _, cb in pairs) / len(pairs))
+    return {"row_hit": np.array(row_hit), "col_hit": np.array(col_hit)}
+
+
 def evaluate_jigsaw(model, processor, grids=((1, 2), (2, 2), (3, 3)), n: int = 200, *, samples: int = 8,
                     image_size: int = 64, answer_format: str = "direct", temperature: float = 1.0,
                     max_new_tokens: int | None = None, batch_size: int = 50, seed: int = JIGSAW_TEST_SEED,
-                    progress: bool = True, return_completions: bool = False):
-    """Jigsaw accuracy per grid: greedy exact/hit/well_formed, and pass@k and hit spread from samples."""
+                    progress: bool = True, return_completions: bool = False, axes: bool = False):
+    """Jigsaw accuracy per grid: greedy exact/hit/well_formed (and with ``axes`` row_hit/col_hit), and pass@k
+    and hit spread from samples."""
     rows, records = [], []
     for r, c in grids:
         data = jigsaw_eval_set(r, c, n, image_size, answer_format, seed)
@@ -127,6 +152,8 @@ def evaluate_jigsaw(model, processor, grids=((1, 2), (2, 2), (3, 3)), n: int = 2
         greedy = [g[0] for g in generate(model, processor, prompts, images, max_new_tokens=budget,
                                          batch_size=batch_size, progress=progress, desc=f"jigsaw {r}x{c}")]
         scores = score_jigsaw(greedy, solutions, answer_format)
+        if axes:
+            scores |= axis_hits(greedy, solutions, r, c, answer_format)
         skill = f"jigsaw_{r}x{c}"
         for metric, values in scores.items():
             rows.append({"skill": skill, "metric": metric, "value": float(values.mean()), "n": n})

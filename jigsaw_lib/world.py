@@ -115,6 +115,12 @@ class WorldSettings:
     # the grid and the format sentence ("as N numbers"), which the jigsaw prompt shares, tell the answer's length
     max_objects: int = 4  # a scene has 1..max_objects objects; 1 makes every object question a naming drill
     perception_questions: tuple = PERCEPTION_QUESTIONS  # what the perception skill asks; ("shape",) is a drill
+    ordering_random_example: bool = False  # the ordering prompt's format example a random permutation (drawn
+    # last: image and answer unchanged) instead of always "n 1 2 ... n-1": the count must be read from "as N
+    # numbers", not recognised from one familiar example string (the jigsaw prompt's example is another)
+    light_left_rate: float = 0.5  # share of scenes lit from the left (the sun on that side); 1.0: a world whose
+    # light always comes from the left, so that a tile's brightness against its row's tells its column (the
+    # light question then has one answer: ask perception_questions=("colour", "shape") there)
 
 
 # The world of the first shipped base (sessions 1-4), as changes to today's defaults: small objects and
@@ -136,7 +142,7 @@ def _setting(name: str, value):
         return tuple(((int(g[0]), int(g[1])), float(w)) for g, w in value)
     if name == "perception_questions":
         return tuple(str(v) for v in value)
-    if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases"):
+    if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases", "ordering_random_example"):
         return bool(value)
     if name in ("placement_retries", "max_objects"):
         return int(value)
@@ -164,6 +170,9 @@ def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
         raise ValueError(f"perception_questions must be distinct kinds among {PERCEPTION_QUESTIONS}, got {asked!r}")
     if settings.max_objects < 1:
         raise ValueError(f"max_objects must be >= 1 (a scene holds 1..max_objects objects), got {settings.max_objects}")
+    if not 0.0 <= settings.light_left_rate <= 1.0:
+        raise ValueError(f"light_left_rate is the share of scenes lit from the left, in 0..1; "
+                         f"got {settings.light_left_rate}")
     if settings.digit_pixel > _LARGE_DIGIT + 1e-12 and not settings.sign_inside:
         raise ValueError("a digit_pixel above 1/24 needs sign_inside=True: otherwise the larger sign "
                          "may run off the image and objects may cover it")
@@ -241,7 +250,7 @@ def sample_scene(rng: np.random.Generator, n_things: int | None = None, sign: bo
     """Draw a random scene: horizon near the middle, 1..max_objects (4) distinct objects on the ground, maybe a
     sign. Objects that do not fit after ``placement_retries`` attempts are left out of the last attempt."""
     horizon = rng.uniform(0.4, 0.6)
-    left = bool(rng.random() < 0.5)
+    left = bool(rng.random() < SETTINGS.light_left_rate)
     sun = (rng.uniform(0.12, 0.38) if left else rng.uniform(0.62, 0.88), rng.uniform(0.12, horizon - 0.14))
     scene = Scene(
         horizon=horizon, lit_from_left=left, sun=sun,
@@ -453,6 +462,8 @@ def _ordering(rng, size):
     else:
         q = (f"The image is divided into a {rows}x{cols} grid of regions. {grid_description(rows, cols)}\n\n"
              f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.")
+    if SETTINGS.ordering_random_example:  # drawn after everything else: image, answer and wording unchanged
+        example = " ".join(map(str, rng.permutation(n) + 1))
     q += "\n\n" + answer_instruction(f"{n} numbers separated by spaces", example)
     return image, q, " ".join(map(str, ranks))
 

@@ -64,3 +64,18 @@ def test_jigsaw_eval_set_is_held_out():
     test = evaluate.jigsaw_eval_set(2, 2, 20, image_size=32)
     assert not set(train["seed"]) & set(test["seed"])
     assert not {im.tobytes() for im in train["image"]} & {im.tobytes() for im in test["image"]}
+
+
+def test_axis_hits_split_the_placement_by_row_and_column():
+    # 2x2, solution 2 1 4 3: 1 2 3 4 puts every tile in its row but not its column, 4 3 2 1 the other way round
+    got = evaluate.axis_hits(["<answer>1 2 3 4</answer>", "<answer>3 4 1 2</answer>", "<answer>2 1 4 3</answer>",
+                              "<answer>4 3 2 1</answer>", "2 1 4 3"], [[2, 1, 4, 3]] * 5, 2, 2)
+    assert got["row_hit"].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0]
+    assert got["col_hit"].tolist() == [0.0, 0.0, 1.0, 1.0, 0.0]  # 3 4 1 2 moves every tile across both axes
+    # 2x3 (row-major, 3 columns): rows swapped keeps every column; swapping 5 and 6 keeps every row
+    got = evaluate.axis_hits(["<answer>1 2 3 4 5 6</answer>", "<answer>6 1 2 3 4 5</answer>"],
+                             [[4, 5, 6, 1, 2, 3], [5, 1, 2, 3, 4, 6]], 2, 3)
+    assert got["row_hit"].tolist() == [0.0, 1.0]
+    assert got["col_hit"].tolist() == [1.0, pytest.approx(4 / 6)]
+    with pytest.raises(ValueError, match="rows\\*cols = 4"):
+        evaluate.axis_hits(["<answer>1 2</answer>"], [[1, 2]], 2, 2)

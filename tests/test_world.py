@@ -190,3 +190,34 @@ def test_perception_may_ask_some_kinds_only():
     for bad in ([], ["smell"], ["shape", "shape"]):
         with pytest.raises(ValueError, match="perception_questions"):
             world.normalise({"perception_questions": bad})
+
+
+def test_ordering_random_example_changes_only_the_example():
+    fixed = world.items("ordering", "test", 40)
+    with world.configure(ordering_random_example=True):
+        drawn = world.items("ordering", "test", 40)
+    assert [a.answer for a in fixed] == [b.answer for b in drawn]
+    assert [a.image.tobytes() for a in fixed] == [b.image.tobytes() for b in drawn]
+    examples = []
+    for a, b in zip(fixed, drawn):
+        assert a.question.split("for example:")[0] == b.question.split("for example:")[0]
+        example = answers.split_answer(b.question.split("for example: ")[1].split(" (this")[0])[1]
+        n = len(b.answer.split())
+        assert sorted(map(int, example.split())) == list(range(1, n + 1))  # a permutation of 1..n
+        examples.append(example)
+    assert len(set(examples)) > 10  # not one familiar string per grid
+
+
+def test_light_left_rate_sets_the_side_of_the_light_and_sun():
+    rng = np.random.default_rng(0)
+    default = [world.sample_scene(np.random.default_rng(i)) for i in range(200)]
+    assert 0.4 < np.mean([s.lit_from_left for s in default]) < 0.6
+    for rate, side in ((1.0, True), (0.0, False)):
+        with world.configure(light_left_rate=rate):
+            scenes = [world.sample_scene(np.random.default_rng(i)) for i in range(50)]
+        assert all(s.lit_from_left is side and (s.sun[0] < 0.5) is side for s in scenes)
+    with world.configure(light_left_rate=1.0):  # a left-lit scene is brighter on the left
+        image = np.asarray(world.render(world.sample_scene(rng), 64).convert("L"), dtype=float)
+    assert image[:, :32].mean() > image[:, 32:].mean()
+    with pytest.raises(ValueError, match="light_left_rate"):
+        world.normalise({"light_left_rate": 1.5})
