@@ -23,8 +23,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import puzzles, world
-from .answers import normalise_body, split_answer
-from .rewards import _parse_batch, exact_reward, format_reward, hit_reward
+from .answers import completion_text, normalise_body, parse_answer, split_answer
+from .rewards import exact_reward, format_reward, hit_reward
 
 JIGSAW_TEST_SEED = 1_000_003  # puzzles for evaluation come from their own image stream
 
@@ -125,14 +125,16 @@ def axis_hits(completions: list[str], solutions: list, rows: int, cols: int,
     continue across tiles. Chance for a random well-formed answer is 1/rows and 1/cols."""
     if any(len(s) != rows * cols for s in solutions):
         raise ValueError(f"axis_hits: every solution must have rows*cols = {rows * cols} numbers")
-    parsed = _parse_batch("axis_hits", completions, solutions, [answer_format] * len(solutions))
+    if len(solutions) != len(completions):
+        raise ValueError(f"axis_hits: got {len(completions)} completions but {len(solutions)} solutions")
     row_hit, col_hit = [], []
-    for p, sol in parsed:
+    for completion, sol in zip(completions, solutions):
+        p = parse_answer(completion_text(completion), rows * cols, require_think=answer_format == "think")
         if p is None:
             row_hit.append(0.0)
             col_hit.append(0.0)
             continue
-        pairs = [divmod(a - 1, cols) + divmod(b - 1, cols) for a, b in zip(p.numbers, sol)]
+        pairs = [divmod(a - 1, cols) + divmod(int(b) - 1, cols) for a, b in zip(p.numbers, sol)]
         row_hit.append(sum(ra == rb for ra, _, rb, _ in pairs) / len(pairs))
         col_hit.append(sum(ca == cb for _, ca, _, cb in pairs) / len(pairs))
     return {"row_hit": np.array(row_hit), "col_hit": np.array(col_hit)}

@@ -30,9 +30,9 @@ Items are generated from seeds: the train and held-out splits draw from disjoint
 they never share a scene (tested).
 
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
-scene, the ordering skill's grids, the wording of prompts, context sentences before questions); its
-defaults are the world of the shipped base (experiment E4 in the README). :data:`FIRST_WORLD` is the
-world of the first base, in which the experiments E1-E4 are changes.
+scene, the ordering skill's grids and format examples, the wording of prompts, context sentences before
+questions, the side the light comes from); its defaults are the world of the shipped base (experiment E4 in
+the README). :data:`FIRST_WORLD` is the world of the first base, in which the experiments E1-E4 are changes.
 ``with world.configure(digit_pixel=1 / 24): ...`` changes the settings inside a block, and
 ``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
 """

@@ -79,3 +79,15 @@ def test_axis_hits_split_the_placement_by_row_and_column():
     assert got["col_hit"].tolist() == [1.0, pytest.approx(4 / 6)]
     with pytest.raises(ValueError, match="rows\\*cols = 4"):
         evaluate.axis_hits(["<answer>1 2</answer>"], [[1, 2]], 2, 2)
+
+
+def test_evaluate_jigsaw_splits_the_hit_by_axis_when_asked(tiny_pocket_dir):
+    model, processor = load(tiny_pocket_dir)
+    plain = evaluate.evaluate_jigsaw(model, processor, ((1, 2),), 6, samples=0, image_size=TINY.image_size,
+                                     progress=False)
+    table = evaluate.evaluate_jigsaw(model, processor, ((1, 2),), 6, samples=0, image_size=TINY.image_size,
+                                     progress=False, axes=True)
+    assert set(plain.metric) == {"exact", "hit", "well_formed"}  # off by default: the results tables unchanged
+    got = table.set_index("metric")["value"]
+    assert got["row_hit"] == got["well_formed"]  # one row: every well-formed answer puts each tile in it
+    assert got["col_hit"] == got["hit"]  # one row: the column is the position
