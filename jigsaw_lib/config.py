@@ -41,6 +41,9 @@ class RunConfig:
     eval_kl: int = 32  # held-out prompts for KL(pi_0 || pi), 4 samples each
     save_steps: list = field(default_factory=list)  # keep model checkpoints at these steps (dynamics)
     max_completion_length: int = 24
+    # changes to the base's world for the puzzles only (training, jigsaw evaluation, KL probe; procedural images),
+    # e.g. {"light_left_rate": 1.0}: puzzles from a sub-world the base saw, prior skills still in its own world
+    puzzle_world: dict = field(default_factory=dict)
     trl: dict = field(default_factory=dict)  # further SFTConfig / GRPOConfig keys
     name: str = ""  # the run's label in results (method column); default: the method, e.g. "sft_lr3e-3"
 
@@ -128,6 +131,9 @@ def make(method: str, preset: str = "pocket", **overrides) -> RunConfig:
     cfg = cls(**{**PRESETS[preset][method], **overrides})
     if cfg.answer_format not in ("think", "direct"):
         raise ValueError(f"answer_format must be 'think' or 'direct', got {cfg.answer_format!r}")
+    from . import world
+
+    cfg.puzzle_world = world.normalise(cfg.puzzle_world)  # an unknown setting is an error now, not after loading
     if cfg.batch_size < 1 or cfg.max_steps < 1 or cfg.eval_every < 1:
         raise ValueError(f"batch_size, max_steps and eval_every must be >= 1, got {cfg.batch_size}, "
                          f"{cfg.max_steps}, {cfg.eval_every}")

@@ -58,8 +58,11 @@ class Tracker(TrainerCallback):
         # the reference model samples on the policy's device: at paper scale a 3B model on the CPU would take hours
         base, _ = load(self.cfg.base)
         base.to(device)
-        data = evaluate.jigsaw_eval_set(*self.cfg.grids[0], self.cfg.eval_kl, self.cfg.image_size,
-                                        self.cfg.answer_format, seed=evaluate.JIGSAW_TEST_SEED + 1)
+        from .train import puzzle_world
+
+        with puzzle_world(self.cfg):
+            data = evaluate.jigsaw_eval_set(*self.cfg.grids[0], self.cfg.eval_kl, self.cfg.image_size,
+                                            self.cfg.answer_format, seed=evaluate.JIGSAW_TEST_SEED + 1)
         probe = KLProbe(base, self.processor, data["prompt"], data["image"], samples=4,
                         max_new_tokens=self.cfg.max_completion_length)
         del base
@@ -69,9 +72,12 @@ class Tracker(TrainerCallback):
 
     def measure(self, model, step: int):
         cfg = self.cfg
-        jig = evaluate.evaluate_jigsaw(model, self.processor, [tuple(g) for g in cfg.grids], cfg.eval_jigsaw,
-                                       samples=0, image_size=cfg.image_size, answer_format=cfg.answer_format,
-                                       max_new_tokens=cfg.max_completion_length, progress=self.progress)
+        from .train import puzzle_world
+
+        with puzzle_world(cfg):  # held-out puzzles in the run's puzzle world; prior skills below in the base's
+            jig = evaluate.evaluate_jigsaw(model, self.processor, [tuple(g) for g in cfg.grids], cfg.eval_jigsaw,
+                                           samples=0, image_size=cfg.image_size, answer_format=cfg.answer_format,
+                                           max_new_tokens=cfg.max_completion_length, progress=self.progress)
         for metric in ("exact", "hit", "well_formed"):
             per_grid = jig[jig.metric == metric]
             self._add(step, f"jigsaw_{metric}", per_grid["value"].mean())

@@ -73,17 +73,25 @@ def grpo_trainer(model, processor, train_dataset, output_dir, reward_funcs=JIGSA
 # The three methods of the study
 
 
+def puzzle_world(cfg):
+    """The world a run's puzzles are drawn in: the current (base's) world with ``cfg.puzzle_world``'s changes."""
+    from . import world
+
+    return world.configure(**getattr(cfg, "puzzle_world", {}))
+
+
 def train_dataset(cfg, n: int | None = None):
     """Training puzzles of a run: images from the procedural world (or cfg.image_folder), seeded by cfg.seed."""
     from . import puzzles
 
     n = n or cfg.n_train
-    if cfg.image_folder:
-        images = puzzles.folder_images(cfg.image_folder)
-    else:
-        images = puzzles.procedural_images(n, size=cfg.image_size, seed=cfg.seed)
-    return puzzles.build_dataset(images, grids=[tuple(g) for g in cfg.grids], n=n, seed=cfg.seed,
-                                 answer_format=cfg.answer_format)
+    with puzzle_world(cfg):  # build_dataset consumes the image generator inside the block
+        if cfg.image_folder:
+            images = puzzles.folder_images(cfg.image_folder)
+        else:
+            images = puzzles.procedural_images(n, size=cfg.image_size, seed=cfg.seed)
+        return puzzles.build_dataset(images, grids=[tuple(g) for g in cfg.grids], n=n, seed=cfg.seed,
+                                     answer_format=cfg.answer_format)
 
 
 def _output_dir(cfg, output_dir):

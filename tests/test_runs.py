@@ -145,3 +145,27 @@ def test_cli_under_accelerate_launch_with_two_cpu_processes(tiny_pocket_dir, tmp
     metrics = pd.read_csv(out / "metrics.csv")
     assert sorted(metrics[metrics.metric == "jigsaw_exact"].step) == [0, 2]
     assert (out / "final" / "model.safetensors").exists()
+
+
+def test_puzzle_world_draws_the_puzzles_only(tiny_pocket_dir, tmp_path, monkeypatch):
+    from jigsaw_lib import evaluate, world
+
+    cfg = tiny("sft", tiny_pocket_dir, n_train=3, puzzle_world={"light_left_rate": 1.0})
+    data = train.train_dataset(cfg)
+    with world.configure(light_left_rate=1.0):
+        expected = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=3))
+    plain = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=3))
+    assert [im.tobytes() for im in data["image"]] == [im.tobytes() for im in expected["image"]]
+    assert [im.tobytes() for im in data["image"]] != [im.tobytes() for im in plain["image"]]
+    assert world.SETTINGS.light_left_rate == 0.5  # the change holds inside the block only
+    # in a run, held-out puzzles and the KL probe are drawn in the puzzle world, prior skills in the base's
+    seen = []
+    eval_set, skills = evaluate.jigsaw_eval_set, evaluate.evaluate_skills
+    monkeypatch.setattr(evaluate, "jigsaw_eval_set",
+                        lambda *a, **k: seen.append(("puzzles", world.SETTINGS.light_left_rate)) or eval_set(*a, **k))
+    monkeypatch.setattr(evaluate, "evaluate_skills",
+                        lambda *a, **k: seen.append(("prior", world.SETTINGS.light_left_rate)) or skills(*a, **k))
+    train.run_sft(tiny("sft", tiny_pocket_dir, max_steps=1, puzzle_world={"light_left_rate": 1.0}), tmp_path / "run",
+                  progress=False)
+    assert {kind for kind, _ in seen} == {"puzzles", "prior"}
+    assert all(rate == (1.0 if kind == "puzzles" else 0.5) for kind, rate in seen)
