@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from . import paths
+from . import paths, world
 from .models import PAPER_MODEL
 
 
@@ -55,6 +55,10 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return {"method": self.method, **dataclasses.asdict(self)}
+
+    def in_puzzle_world(self):
+        """A block in which the run's puzzles are drawn: the current (base's) world with ``puzzle_world``'s changes."""
+        return world.configure(**self.puzzle_world)
 
 
 @dataclass(kw_only=True)
@@ -131,8 +135,6 @@ def make(method: str, preset: str = "pocket", **overrides) -> RunConfig:
     cfg = cls(**{**PRESETS[preset][method], **overrides})
     if cfg.answer_format not in ("think", "direct"):
         raise ValueError(f"answer_format must be 'think' or 'direct', got {cfg.answer_format!r}")
-    from . import world
-
     cfg.puzzle_world = world.normalise(cfg.puzzle_world)  # an unknown setting is an error now, not after loading
     if cfg.batch_size < 1 or cfg.max_steps < 1 or cfg.eval_every < 1:
         raise ValueError(f"batch_size, max_steps and eval_every must be >= 1, got {cfg.batch_size}, "

@@ -58,9 +58,7 @@ class Tracker(TrainerCallback):
         # the reference model samples on the policy's device: at paper scale a 3B model on the CPU would take hours
         base, _ = load(self.cfg.base)
         base.to(device)
-        from .train import puzzle_world
-
-        with puzzle_world(self.cfg):
+        with self.cfg.in_puzzle_world():
             data = evaluate.jigsaw_eval_set(*self.cfg.grids[0], self.cfg.eval_kl, self.cfg.image_size,
                                             self.cfg.answer_format, seed=evaluate.JIGSAW_TEST_SEED + 1)
         probe = KLProbe(base, self.processor, data["prompt"], data["image"], samples=4,
@@ -72,9 +70,7 @@ class Tracker(TrainerCallback):
 
     def measure(self, model, step: int):
         cfg = self.cfg
-        from .train import puzzle_world
-
-        with puzzle_world(cfg):  # held-out puzzles in the run's puzzle world; prior skills below in the base's
+        with cfg.in_puzzle_world():  # held-out puzzles in the run's puzzle world; prior skills below in the base's
             jig = evaluate.evaluate_jigsaw(model, self.processor, [tuple(g) for g in cfg.grids], cfg.eval_jigsaw,
                                            samples=0, image_size=cfg.image_size, answer_format=cfg.answer_format,
                                            max_new_tokens=cfg.max_completion_length, progress=self.progress)

@@ -73,19 +73,12 @@ def grpo_trainer(model, processor, train_dataset, output_dir, reward_funcs=JIGSA
 # The three methods of the study
 
 
-def puzzle_world(cfg):
-    """The world a run's puzzles are drawn in: the current (base's) world with ``cfg.puzzle_world``'s changes."""
-    from . import world
-
-    return world.configure(**getattr(cfg, "puzzle_world", {}))
-
-
 def train_dataset(cfg, n: int | None = None):
     """Training puzzles of a run: images from the procedural world (or cfg.image_folder), seeded by cfg.seed."""
     from . import puzzles
 
     n = n or cfg.n_train
-    with puzzle_world(cfg):  # build_dataset consumes the image generator inside the block
+    with cfg.in_puzzle_world():  # build_dataset consumes the image generator inside the block
         if cfg.image_folder:
             images = puzzles.folder_images(cfg.image_folder)
         else:
