@@ -4,6 +4,8 @@
 ``eval_every`` optimizer steps and at the last step it measures
 
 - ``jigsaw_exact``, ``jigsaw_hit``, ``jigsaw_well_formed``: greedy answers on held-out puzzles;
+- ``jigsaw_row_hit``, ``jigsaw_col_hit``: the share of tiles those answers send to their right row, and to
+  their right column (:func:`evaluate.axis_hits`): RFT can learn one axis and not the other;
 - ``prior/<skill>`` and ``prior_mean``: held-out accuracy of every prior skill (pocket scale);
 - ``kl_to_base``: KL(pi_0 || pi) on held-out jigsaw prompts (:class:`dynamics.KLProbe`);
 - ``wall_seconds``: training time so far, evaluation excluded;
@@ -73,8 +75,8 @@ class Tracker(TrainerCallback):
         with cfg.in_puzzle_world():  # held-out puzzles in the run's puzzle world; prior skills below in the base's
             jig = evaluate.evaluate_jigsaw(model, self.processor, [tuple(g) for g in cfg.grids], cfg.eval_jigsaw,
                                            samples=0, image_size=cfg.image_size, answer_format=cfg.answer_format,
-                                           max_new_tokens=cfg.max_completion_length, progress=self.progress)
-        for metric in ("exact", "hit", "well_formed"):
+                                           max_new_tokens=cfg.max_completion_length, progress=self.progress, axes=True)
+        for metric in ("exact", "hit", "well_formed", "row_hit", "col_hit"):
             per_grid = jig[jig.metric == metric]
             self._add(step, f"jigsaw_{metric}", per_grid["value"].mean())
             if len(per_grid) > 1:

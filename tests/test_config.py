@@ -36,3 +36,11 @@ def test_bad_configs(kwargs, match):
     preset = kwargs.pop("preset", "pocket")
     with pytest.raises(ValueError, match=match):
         config.make(method, preset, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["sft", "rft", "rollout_sft"])
+def test_pocket_puzzles_come_from_one_world_for_every_method(method):
+    # the three methods train and are measured on the same puzzles; paper scale uses COCO images as they come
+    assert config.make(method, "pocket").puzzle_world == {"light_left_rate": 1.0}
+    assert config.make(method, "paper").puzzle_world == {}
+    assert config.make(method, "pocket", puzzle_world={}).puzzle_world == {}  # the base's whole world

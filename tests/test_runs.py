@@ -28,8 +28,8 @@ def test_sft_run_tracks_every_metric(tiny_pocket_dir, tmp_path):
     m = result.metrics
     assert sorted(m.step.unique()) == [0, 1, 2, 3, 4]  # 0, 2, 4 measured; train/ logs every step
     measured = m[m.step.isin([0, 2, 4])]
-    for metric in ["jigsaw_exact", "jigsaw_hit", "jigsaw_well_formed", "prior_mean", "kl_to_base", "wall_seconds",
-                   "prior/ocr", "prior/ordering"]:
+    for metric in ["jigsaw_exact", "jigsaw_hit", "jigsaw_well_formed", "jigsaw_row_hit", "jigsaw_col_hit",
+                   "prior_mean", "kl_to_base", "wall_seconds", "prior/ocr", "prior/ordering"]:
         assert (measured.metric == metric).sum() == 3, metric
     assert m[(m.step == 0) & (m.metric == "kl_to_base")]["value"].item() == pytest.approx(0, abs=1e-5)
     assert m[(m.step == 4) & (m.metric == "kl_to_base")]["value"].item() > 0
@@ -153,8 +153,8 @@ def test_puzzle_world_draws_the_puzzles_only(tiny_pocket_dir, tmp_path, monkeypa
     cfg = tiny("sft", tiny_pocket_dir, n_train=3, puzzle_world={"light_left_rate": 1.0})
     data = train.train_dataset(cfg)
     with world.configure(light_left_rate=1.0):
-        expected = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=3))
-    plain = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=3))
+        expected = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=3, puzzle_world={}))
+    plain = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=3, puzzle_world={}))
     assert [im.tobytes() for im in data["image"]] == [im.tobytes() for im in expected["image"]]
     assert [im.tobytes() for im in data["image"]] != [im.tobytes() for im in plain["image"]]
     assert world.SETTINGS.light_left_rate == 0.5  # the change holds inside the block only
