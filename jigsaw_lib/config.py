@@ -95,19 +95,20 @@ class RolloutSFTRun(RunConfig):
 CLASSES = {"sft": SFTRun, "rft": RFTRun, "rollout_sft": RolloutSFTRun}
 
 _POCKET_EVAL = dict(eval_every=25, eval_jigsaw=100, eval_prior=50, eval_kl=32)
-# The pocket study's puzzles come from the left-lit part of the base's world (README, "Is RFT stuck or slow?"):
+# The pocket study's puzzles come from the left-lit part of the base's world (README, "Why RFT stalls near 0.3"):
 # in its whole world, where the light comes from either side, a tile's column is not told by the scene the
 # base knows, and RFT learned rows only (2x2 exact stuck near 1/4: rows .82, columns .56 after 150 steps);
-# on left-lit puzzles, the same preset climbs 0.24 -> 0.52-0.61 exact in 150 steps over 3 seeds. Prior skills
-# stay in the base's whole world.
+# on left-lit puzzles the same preset climbs 0.24 -> 0.52-0.61 exact in 150 steps over 3 seeds (make
+# reproduce). Prior skills stay in the base's whole world. ``puzzle_world={}`` gives the whole world's puzzles.
 _POCKET_PUZZLES = dict(puzzle_world={"light_left_rate": 1.0})
 PRESETS = {
     "pocket": {
-        # measured on the shipped base (README, "Training"): SFT at 3e-4 passes 0.9 exact between steps 300 and
-        # 400 (GPU sweep, seed 0; 2 of 3 seeds by step 300 in make reproduce; 1e-3 is unstable and erases prior
-        # skills, 1e-4 is at 0.6 by step 400); GRPO at 3e-5 climbs steadily (0.14 -> 0.24 in 150 steps) and
-        # keeps prior skills, at 1e-4 it climbs no faster and forgets (0.50 -> 0.41). SFT on rollouts: SFT's
-        # recipe (lr) on other data, for 1/5 of RFT's steps (C5).
+        # chosen on the shipped base with the whole world's puzzles (README, "Training"): SFT at 3e-4 passed 0.9
+        # exact between steps 300 and 400 (1e-3 was unstable and erased prior skills, 1e-4 was at 0.6 by step
+        # 400); GRPO at 3e-5 climbed steadily (0.14 -> 0.24 in 150 steps) and kept prior skills, at 1e-4 it
+        # climbed no faster and forgot (0.50 -> 0.41). On the left-lit puzzles SFT at 3e-4 passes 0.9 by step
+        # 100 (1e-4 by 150, 1e-3 by 100 having erased the prior skills). SFT on rollouts: SFT's recipe (lr) on
+        # other data, for 1/5 of RFT's steps (C5).
         "sft": dict(learning_rate=3e-4, max_steps=400, batch_size=32, **{**_POCKET_EVAL, "eval_every": 50},
                     **_POCKET_PUZZLES),
         "rft": dict(learning_rate=3e-5, max_steps=150, batch_size=8, num_generations=8, beta=0.04, **_POCKET_EVAL,

@@ -75,7 +75,8 @@ class Tracker(TrainerCallback):
         with cfg.in_puzzle_world():  # held-out puzzles in the run's puzzle world; prior skills below in the base's
             jig = evaluate.evaluate_jigsaw(model, self.processor, [tuple(g) for g in cfg.grids], cfg.eval_jigsaw,
                                            samples=0, image_size=cfg.image_size, answer_format=cfg.answer_format,
-                                           max_new_tokens=cfg.max_completion_length, progress=self.progress, axes=True)
+                                           max_new_tokens=cfg.max_completion_length, progress=self.progress,
+                                           axes=True)
         for metric in ("exact", "hit", "well_formed", "row_hit", "col_hit"):
             per_grid = jig[jig.metric == metric]
             self._add(step, f"jigsaw_{metric}", per_grid["value"].mean())
