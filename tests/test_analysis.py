@@ -75,6 +75,7 @@ def test_claims_per_seed_against_the_targets():
     md = analysis.claims_markdown(t)
     assert md.splitlines()[0] == "| claim | quantity | target | seed 0 | seed 1 |"
     assert "| C1 | SFT best exact | >= 0.9 | 1.00 (step 20) yes | 1.01 (step 20) yes |" in md
+    assert "| C3 | RFT prior lost at the end | <= 0.03 | 0.020 (step 20) yes |" in md  # losses to 3 places
     # one seed reaches SFT's target and one does not: two C2 quantities, both rows kept next to each other
     mixed = analysis.claims(pd.concat([m, ro]), sft_exact=1.005)
     assert mixed[mixed.claim == "C2"].quantity.nunique() == 2
