@@ -98,9 +98,9 @@ _POCKET_EVAL = dict(eval_every=25, eval_jigsaw=100, eval_prior=50, eval_kl=32)
 # The pocket study's puzzles come from the left-lit part of the base's world (README, "Why RFT stalls near 0.3"):
 # in its whole world, where the light comes from either side, a tile's column is not told by the scene the
 # base knows, and RFT learned rows only (2x2 exact stuck near 1/4: rows .82, columns .56 after 150 steps);
-# on left-lit puzzles the same preset climbs 0.24 -> 0.52-0.61 exact in 150 steps and 0.65-0.66 in 200 over 3
-# seeds (make reproduce). Prior skills stay in the base's whole world. ``puzzle_world={}`` gives the whole
-# world's puzzles.
+# on left-lit puzzles the same preset (beta 0.04 then) climbs 0.24 -> 0.52-0.61 exact in 150 steps and 0.65-0.66
+# in 200 over 3 seeds (make reproduce). Prior skills stay in the base's whole world. ``puzzle_world={}`` gives the
+# whole world's puzzles.
 _POCKET_PUZZLES = dict(puzzle_world={"light_left_rate": 1.0})
 PRESETS = {
     "pocket": {
