@@ -41,7 +41,10 @@ def use_style() -> None:
 
 
 def save_figure(fig, name: str, directory: str | Path | None = None) -> list[Path]:
-    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in ``figures/`` (or ``directory``)."""
+    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in ``figures/`` (or ``directory``).
+
+    The PDF carries no creation date, so a figure drawn again from the same numbers is the same file.
+    """
     if not name or any(c in name for c in "/\\ ") or name.endswith((".png", ".pdf")):
         raise ValueError(f"figure name {name!r} must be a bare stem like 'puzzle_examples' (no path, no suffix)")
     out = Path(directory) if directory is not None else paths.FIGURES
@@ -49,7 +52,7 @@ def save_figure(fig, name: str, directory: str | Path | None = None) -> list[Pat
     written = []
     for suffix in (".png", ".pdf"):
         target = out / f"{name}{suffix}"
-        fig.savefig(target)
+        fig.savefig(target, metadata={"CreationDate": None} if suffix == ".pdf" else None)
         written.append(target)
     return written
 
