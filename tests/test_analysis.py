@@ -83,6 +83,20 @@ def test_claims_per_seed_against_the_targets():
     assert claims_in_order == sorted(claims_in_order)
 
 
+def test_claims_judge_early_rollouts_against_the_same_rft_run():
+    m = synthetic()
+    early = m[m.method == "rft"].copy()  # learns like RFT: 0.3 at step 10, RFT's final 0.7 only at step 20
+    early["method"] = "rollout_sft_early"
+    t = analysis.claims(pd.concat([m, early]), rollout_share=0.5)
+    steps = t[t.quantity == "SFT on early-RFT rollouts: steps to RFT's final exact"]
+    lost = t[t.quantity == "SFT on early-RFT rollouts: prior lost there"]
+    assert list(steps.value) == [20, 20] and not steps.met.any()  # 20 steps > 0.5 x 20
+    assert list(lost.value) == pytest.approx([0.02, 0.02]) and lost.met.all()
+    assert "SFT on rollouts: steps to RFT's final exact" not in set(t.quantity)  # no rollout_sft run, no rows
+    md = analysis.claims_markdown(t)
+    assert "| C5 | SFT on early-RFT rollouts: prior lost there | <= 0.05 | 0.020 (step 20) yes |" in md
+
+
 def test_claims_edge_cases():
     m = synthetic()
     # a mean of fractions just under the target has reached it
