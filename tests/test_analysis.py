@@ -87,14 +87,16 @@ def test_claims_judge_early_rollouts_against_the_same_rft_run():
     m = synthetic()
     early = m[m.method == "rft"].copy()  # learns like RFT: 0.3 at step 10, RFT's final 0.7 only at step 20
     early["method"] = "rollout_sft_early"
+    # seed 0 reaches its own RFT's final 0.70 at step 10, short of seed 1's 0.71: judged per seed, not pooled
+    early.loc[(early.seed == 0) & (early.step == 10) & (early.metric == "jigsaw_exact"), "value"] = 0.705
     t = analysis.claims(pd.concat([m, early]), rollout_share=0.5)
     steps = t[t.quantity == "SFT on early-RFT rollouts: steps to RFT's final exact"]
     lost = t[t.quantity == "SFT on early-RFT rollouts: prior lost there"]
-    assert list(steps.value) == [20, 20] and not steps.met.any()  # 20 steps > 0.5 x 20
-    assert list(lost.value) == pytest.approx([0.02, 0.02]) and lost.met.all()
+    assert list(steps.value) == [10, 20] and list(steps.met) == [True, False]  # budget 0.5 x 20 steps
+    assert list(lost.value) == pytest.approx([0.0, 0.02]) and lost.met.all()
     assert "SFT on rollouts: steps to RFT's final exact" not in set(t.quantity)  # no rollout_sft run, no rows
     md = analysis.claims_markdown(t)
-    assert "| C5 | SFT on early-RFT rollouts: prior lost there | <= 0.05 | 0.020 (step 20) yes |" in md
+    assert "| C5 | SFT on early-RFT rollouts: prior lost there | <= 0.05 | 0.000 (step 10) yes | 0.020 (step 20) yes |" in md
 
 
 def test_claims_edge_cases():
