@@ -164,7 +164,8 @@ def held_out_accuracy(tower: TowerWithHeads, processor, n: int = 200, seed: int 
     """Accuracy of each head on held-out scenes, over the cells that hold something of its kind, and the mean
     absolute error of the cells' mean colour (0..1)."""
     data = SceneLabels(n, "test", seed, size, grid)
-    batch = Collator(processor.image_processor)([data[i] for i in range(n)])
+    device = next(tower.parameters()).device  # where the Trainer left it (a GPU if there is one)
+    batch = {k: v.to(device) for k, v in Collator(processor.image_processor)([data[i] for i in range(n)]).items()}
     out = tower.logits(batch["pixel_values"], batch["image_grid_thw"])
     result = {}
     for j, k in enumerate(HEADS):
