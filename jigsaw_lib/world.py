@@ -68,7 +68,10 @@ SKILLS = {  # skill -> the benchmark family it stands for
     "ordering": "MMMU",
 }
 SPLITS = ("train", "test")
-PERCEPTION_QUESTIONS = ("light", "colour", "shape")  # the kinds of question the perception skill asks
+PERCEPTION_QUESTIONS = ("light", "colour", "shape", "colours")  # the kinds of question the perception skill can ask
+# (default: the first three; "colours", every colour present listed in palette order, is a drill: README, "Why
+# no base answers a question about the image")
+HALLUCINATION_QUESTIONS = ("colour_shape", "colour")  # "is there a red circle?" (default) or "a red object?"
 ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
     "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
     "Rank the regions by brightness: at each position write the rank of its region, 1 for the brightest.",
@@ -114,13 +117,17 @@ class WorldSettings:
     ordering_paraphrases: bool = True  # the ordering task in several wordings, none stating the count: only
     # the grid and the format sentence ("as N numbers"), which the jigsaw prompt shares, tell the answer's length
     max_objects: int = 4  # a scene has 1..max_objects objects; 1 makes every object question a naming drill
-    perception_questions: tuple = PERCEPTION_QUESTIONS  # what the perception skill asks; ("shape",) is a drill
+    perception_questions: tuple = PERCEPTION_QUESTIONS[:3]  # what the perception skill asks; ("shape",) is a drill
     ordering_random_example: bool = False  # the ordering prompt's format example a random permutation (drawn
     # last: image and answer unchanged) instead of always "n 1 2 ... n-1": the count must be read from "as N
     # numbers", not recognised from one familiar example string (the jigsaw prompt's example is another)
     light_left_rate: float = 0.5  # share of scenes lit from the left (the sun on that side); 1.0: a world whose
     # light always comes from the left, so that a tile's brightness against its row's tells its column (the
     # light question then has one answer: ask perception_questions=("colour", "shape") there)
+    hallucination_questions: tuple = HALLUCINATION_QUESTIONS[:1]  # what the hallucination skill asks about
+    hallucination_echo: bool = False  # the answer restates what was asked, then yes or no ("red circle yes"):
+    # the asked thing is then the token just before the yes/no (README, "Why no base answers a question about
+    # the image")
 
 
 # The world of the first shipped base (sessions 1-4), as changes to today's defaults: small objects and
@@ -140,9 +147,10 @@ def _setting(name: str, value):
         return tuple(float(v) for v in value)
     if name == "ordering_grids":
         return tuple(((int(g[0]), int(g[1])), float(w)) for g, w in value)
-    if name == "perception_questions":
+    if name in ("perception_questions", "hallucination_questions"):
         return tuple(str(v) for v in value)
-    if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases", "ordering_random_example"):
+    if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases", "ordering_random_example",
+                "hallucination_echo"):
         return bool(value)
     if name in ("placement_retries", "max_objects"):
         return int(value)
@@ -168,6 +176,10 @@ def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
     asked = settings.perception_questions
     if not asked or set(asked) - set(PERCEPTION_QUESTIONS) or len(set(asked)) != len(asked):
         raise ValueError(f"perception_questions must be distinct kinds among {PERCEPTION_QUESTIONS}, got {asked!r}")
+    asked = settings.hallucination_questions
+    if not asked or set(asked) - set(HALLUCINATION_QUESTIONS) or len(set(asked)) != len(asked):
+        raise ValueError(f"hallucination_questions must be distinct kinds among {HALLUCINATION_QUESTIONS}, "
+                         f"got {asked!r}")
     if settings.max_objects < 1:
         raise ValueError(f"max_objects must be >= 1 (a scene holds 1..max_objects objects), got {settings.max_objects}")
     if not 0.0 <= settings.light_left_rate <= 1.0:
@@ -405,12 +417,17 @@ def _ocr(rng, size):
 
 
 def _perception(rng, size):
-    asked = SETTINGS.perception_questions  # all three kinds draw as before: rng.integers(3)
+    asked = SETTINGS.perception_questions  # the default three kinds draw as before: rng.integers(3)
     kind = PERCEPTION_QUESTIONS.index(asked[int(rng.integers(len(asked)))])
     scene = sample_scene(rng, sign=False)
     if kind == 0:
         q = "Which side is the light coming from, left or right? " + answer_instruction("one word", "left")
         return render(scene, size), q, "left" if scene.lit_from_left else "right"
+    if kind == 3:  # every colour present, in the palette's order: a dense readout of the objects' colours
+        present = [c for c in COLORS if any(t.color == c for t in scene.things)]
+        q = "Which colours are the objects in the image? " + answer_instruction(
+            f"the colours in the order {', '.join(list(COLORS)[:3])}, ... separated by spaces", "red white")
+        return render(scene, size), q, " ".join(present)
     t = scene.things[int(rng.integers(len(scene.things)))]
     if kind == 1:  # colour of a shape; other objects of that shape are removed so the question is unambiguous
         scene.things = [u for u in scene.things if u is t or u.shape != t.shape]
@@ -422,16 +439,30 @@ def _perception(rng, size):
 
 
 def _hallucination(rng, size):
+    asked = SETTINGS.hallucination_questions
     scene = sample_scene(rng)
-    present = {(t.color, t.shape) for t in scene.things}
+    kind = asked[int(rng.integers(len(asked)))] if len(asked) > 1 else asked[0]  # the default draws as before
+    if kind == "colour":  # a colour alone: "is there a red object?"
+        present = {(t.color,) for t in scene.things}
+        pool = {(c,) for c in COLORS}
+    else:
+        present = {(t.color, t.shape) for t in scene.things}
+        pool = {(c, s) for c in COLORS for s in SHAPES}
     if rng.random() < 0.5:
-        color, shape = sorted(present)[int(rng.integers(len(present)))]
+        thing = sorted(present)[int(rng.integers(len(present)))]
         answer = "yes"
     else:
-        absent = sorted({(c, s) for c in COLORS for s in SHAPES} - present)
-        color, shape = absent[int(rng.integers(len(absent)))]
+        absent = sorted(pool - present)  # never empty: a scene holds at most 4 of the 6 colours
+        thing = absent[int(rng.integers(len(absent)))]
         answer = "no"
-    q = f"Is there a {color} {shape} in the image? " + answer_instruction("yes or no", "yes")
+    name = " ".join(thing) if kind == "colour_shape" else f"{thing[0]} object"
+    if SETTINGS.hallucination_echo:  # restate what was asked, then answer: "red circle yes" / "red no"
+        said = " ".join(thing)
+        what = "the colour and shape, then yes or no" if kind == "colour_shape" else "the colour, then yes or no"
+        example = "blue square yes" if kind == "colour_shape" else "blue yes"
+        q = f"Is there a {name} in the image? " + answer_instruction(what, example)
+        return render(scene, size), q, f"{said} {answer}"
+    q = f"Is there a {name} in the image? " + answer_instruction("yes or no", "yes")
     return render(scene, size), q, answer
 
 

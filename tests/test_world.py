@@ -192,6 +192,38 @@ def test_perception_may_ask_some_kinds_only():
             world.normalise({"perception_questions": bad})
 
 
+def test_perception_colours_lists_every_colour_present_in_palette_order():
+    with world.configure(perception_questions=["colours"]):  # a drill, not asked in the default world
+        listed = world.items("perception", "test", 40)
+    palette = list(world.COLORS)
+    for item in listed:
+        assert item.question.startswith("Which colours are the objects in the image?")
+        colours = item.answer.split()
+        assert colours and set(colours) <= set(palette) and colours == sorted(colours, key=palette.index)
+    assert len({item.answer for item in listed}) > 5  # the answer depends on the scene
+
+
+def test_hallucination_colour_questions_and_echo():
+    default = world.items("hallucination", "test", 60)
+    with world.configure(hallucination_questions=["colour"]):
+        colour = world.items("hallucination", "test", 60)
+    with world.configure(hallucination_echo=True):
+        echo = world.items("hallucination", "test", 60)
+    with world.configure(hallucination_questions=["colour"], hallucination_echo=True):
+        colour_echo = world.items("hallucination", "test", 60)
+    assert all(i.answer in ("yes", "no") and i.question.split()[4] in world.SHAPES for i in default)
+    assert all(i.question.split()[4] == "object" and i.answer in ("yes", "no") for i in colour)
+    assert 0.35 < np.mean([i.answer == "yes" for i in colour]) < 0.65  # balanced, as the default
+    for plain, echoed in ((default, echo), (colour, colour_echo)):  # echo changes only the wording and answer
+        assert [a.image.tobytes() for a in plain] == [b.image.tobytes() for b in echoed]
+        for a, b in zip(plain, echoed):
+            asked = " ".join(w for w in a.question.split()[3:5] if w != "object")  # "red circle" / "red"
+            assert b.answer == f"{asked} {a.answer}" and "then yes or no" in b.question
+    for bad in ([], ["size"], ["colour", "colour"]):
+        with pytest.raises(ValueError, match="hallucination_questions"):
+            world.normalise({"hallucination_questions": bad})
+
+
 def test_ordering_random_example_changes_only_the_example():
     fixed = world.items("ordering", "test", 40)
     with world.configure(ordering_random_example=True):
