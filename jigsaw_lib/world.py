@@ -448,11 +448,11 @@ def _hallucination(rng, size):
     else:
         present = {(t.color, t.shape) for t in scene.things}
         pool = {(c, s) for c in COLORS for s in SHAPES}
-    if rng.random() < 0.5:
+    absent = sorted(pool - present)  # empty only if a scene may hold every colour (max_objects >= 6): then "yes"
+    if rng.random() < 0.5 or not absent:
         thing = sorted(present)[int(rng.integers(len(present)))]
         answer = "yes"
     else:
-        absent = sorted(pool - present)  # never empty: a scene holds at most 4 of the 6 colours
         thing = absent[int(rng.integers(len(absent)))]
         answer = "no"
     name = " ".join(thing) if kind == "colour_shape" else f"{thing[0]} object"
