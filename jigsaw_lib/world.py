@@ -70,7 +70,7 @@ SKILLS = {  # skill -> the benchmark family it stands for
 SPLITS = ("train", "test")
 PERCEPTION_QUESTIONS = ("light", "colour", "shape", "colours")  # the kinds of question the perception skill can ask
 # (default: the first three; "colours", every colour present listed in palette order, is a drill: README, "Why
-# no base answers a question about the image")
+# no base answers a question that names something to look for")
 HALLUCINATION_QUESTIONS = ("colour_shape", "colour")  # "is there a red circle?" (default) or "a red object?"
 ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
     "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
@@ -126,8 +126,8 @@ class WorldSettings:
     # light question then has one answer: ask perception_questions=("colour", "shape") there)
     hallucination_questions: tuple = HALLUCINATION_QUESTIONS[:1]  # what the hallucination skill asks about
     hallucination_echo: bool = False  # the answer restates what was asked, then yes or no ("red circle yes"):
-    # the asked thing is then the token just before the yes/no (README, "Why no base answers a question about
-    # the image")
+    # the asked thing is then the token just before the yes/no (README, "Why no base answers a question that
+    # names something to look for")
 
 
 # The world of the first shipped base (sessions 1-4), as changes to today's defaults: small objects and
@@ -173,13 +173,11 @@ def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
         raise ValueError(f"unknown world setting(s) {unknown}; the settings are: {', '.join(valid)}")
     typed = _typed(changes)
     settings = replace(on or WorldSettings(), **typed)
-    asked = settings.perception_questions
-    if not asked or set(asked) - set(PERCEPTION_QUESTIONS) or len(set(asked)) != len(asked):
-        raise ValueError(f"perception_questions must be distinct kinds among {PERCEPTION_QUESTIONS}, got {asked!r}")
-    asked = settings.hallucination_questions
-    if not asked or set(asked) - set(HALLUCINATION_QUESTIONS) or len(set(asked)) != len(asked):
-        raise ValueError(f"hallucination_questions must be distinct kinds among {HALLUCINATION_QUESTIONS}, "
-                         f"got {asked!r}")
+    for name, kinds in (("perception_questions", PERCEPTION_QUESTIONS),
+                        ("hallucination_questions", HALLUCINATION_QUESTIONS)):
+        asked = getattr(settings, name)
+        if not asked or set(asked) - set(kinds) or len(set(asked)) != len(asked):
+            raise ValueError(f"{name} must be distinct kinds among {kinds}, got {asked!r}")
     if settings.max_objects < 1:
         raise ValueError(f"max_objects must be >= 1 (a scene holds 1..max_objects objects), got {settings.max_objects}")
     if not 0.0 <= settings.light_left_rate <= 1.0:
@@ -456,13 +454,11 @@ def _hallucination(rng, size):
         thing = absent[int(rng.integers(len(absent)))]
         answer = "no"
     name = " ".join(thing) if kind == "colour_shape" else f"{thing[0]} object"
+    what, example = "yes or no", "yes"
     if SETTINGS.hallucination_echo:  # restate what was asked, then answer: "red circle yes" / "red no"
-        said = " ".join(thing)
-        what = "the colour and shape, then yes or no" if kind == "colour_shape" else "the colour, then yes or no"
-        example = "blue square yes" if kind == "colour_shape" else "blue yes"
-        q = f"Is there a {name} in the image? " + answer_instruction(what, example)
-        return render(scene, size), q, f"{said} {answer}"
-    q = f"Is there a {name} in the image? " + answer_instruction("yes or no", "yes")
+        what = f"the {'colour and shape' if kind == 'colour_shape' else 'colour'}, then {what}"
+        example, answer = f"{'blue square' if kind == 'colour_shape' else 'blue'} yes", f"{' '.join(thing)} {answer}"
+    q = f"Is there a {name} in the image? " + answer_instruction(what, example)
     return render(scene, size), q, answer
 
 
