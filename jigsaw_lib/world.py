@@ -68,9 +68,10 @@ SKILLS = {  # skill -> the benchmark family it stands for
     "ordering": "MMMU",
 }
 SPLITS = ("train", "test")
-PERCEPTION_QUESTIONS = ("light", "colour", "shape", "colours")  # the kinds of question the perception skill can ask
-# (default: the first three; "colours", every colour present listed in palette order, is a drill: README, "Why
-# no base answers a question that names something to look for")
+PERCEPTION_QUESTIONS = ("light", "colour", "shape", "colours", "objects")  # the kinds of question perception can ask
+# (default: the first three; "colours", every colour present listed in palette order, and "objects", every
+# object's colour and shape in that order, are drills: README, "Why no base answers a question that names
+# something to look for")
 HALLUCINATION_QUESTIONS = ("colour_shape", "colour")  # "is there a red circle?" (default) or "a red object?"
 ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
     "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
@@ -426,6 +427,13 @@ def _perception(rng, size):
         q = "Which colours are the objects in the image? " + answer_instruction(
             f"the colours in the order {', '.join(list(COLORS)[:3])}, ... separated by spaces", "red white")
         return render(scene, size), q, " ".join(present)
+    if kind == 4:  # every object's colour and shape, by palette then shape order: a dense readout that binds them
+        present = sorted({(t.color, t.shape) for t in scene.things},
+                         key=lambda cs: (list(COLORS).index(cs[0]), SHAPES.index(cs[1])))
+        q = "Which objects are in the image? " + answer_instruction(
+            "the colour and shape of each object, colours in the order "
+            f"{', '.join(list(COLORS)[:3])}, ... separated by spaces", "red circle white square")
+        return render(scene, size), q, " ".join(f"{c} {s}" for c, s in present)
     t = scene.things[int(rng.integers(len(scene.things)))]
     if kind == 1:  # colour of a shape; other objects of that shape are removed so the question is unambiguous
         scene.things = [u for u in scene.things if u is t or u.shape != t.shape]

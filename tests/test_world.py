@@ -203,6 +203,22 @@ def test_perception_colours_lists_every_colour_present_in_palette_order():
     assert len({item.answer for item in listed}) > 5  # the answer depends on the scene
 
 
+def test_perception_objects_lists_colour_and_shape_of_every_object():
+    with world.configure(perception_questions=["colours"]):
+        colours = world.items("perception", "test", 40)
+    with world.configure(perception_questions=["objects"]):
+        listed = world.items("perception", "test", 40)
+    palette = list(world.COLORS)
+    for item, plain in zip(listed, colours):
+        assert item.question.startswith("Which objects are in the image?")
+        assert item.image.tobytes() == plain.image.tobytes()  # the same scene, another readout
+        words = item.answer.split()
+        pairs = list(zip(words[::2], words[1::2]))
+        assert len(words) % 2 == 0 and all(c in palette and s in world.SHAPES for c, s in pairs)
+        assert pairs == sorted(set(pairs), key=lambda cs: (palette.index(cs[0]), world.SHAPES.index(cs[1])))
+        assert sorted(set(words[::2]), key=palette.index) == plain.answer.split()  # its colours are the listing's
+
+
 def test_hallucination_colour_questions_and_echo():
     default = world.items("hallucination", "test", 60)
     with world.configure(hallucination_questions=["colour"]):
