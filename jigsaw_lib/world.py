@@ -71,7 +71,7 @@ SPLITS = ("train", "test")
 PERCEPTION_QUESTIONS = ("light", "colour", "shape", "colours", "objects")  # the kinds of question perception can ask
 # (default: the first three; "colours", every colour present listed in palette order, and "objects", every
 # object's colour and shape in that order, are drills: README, "Why no base answers a question that names
-# something to look for")
+# something to look for" and "The drill on the vision-pretrained tower")
 HALLUCINATION_QUESTIONS = ("colour_shape", "colour")  # "is there a red circle?" (default) or "a red object?"
 ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
     "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
