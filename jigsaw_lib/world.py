@@ -428,8 +428,7 @@ def _perception(rng, size):
             f"the colours in the order {', '.join(list(COLORS)[:3])}, ... separated by spaces", "red white")
         return render(scene, size), q, " ".join(present)
     if kind == 4:  # every object's colour and shape, by palette then shape order: a dense readout that binds them
-        present = sorted({(t.color, t.shape) for t in scene.things},
-                         key=lambda cs: (list(COLORS).index(cs[0]), SHAPES.index(cs[1])))
+        present = [(c, s) for c in COLORS for s in SHAPES if any((t.color, t.shape) == (c, s) for t in scene.things)]
         q = "Which objects are in the image? " + answer_instruction(
             "the colour and shape of each object, colours in the order "
             f"{', '.join(list(COLORS)[:3])}, ... separated by spaces", "red circle white square")
