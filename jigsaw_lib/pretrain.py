@@ -31,9 +31,9 @@ from . import paths, world
 from .models import PocketSpec, build_pocket, default_corpus, load, save
 
 
-# The shipped base's curriculum (README, "Pocket world", E4): counting and ordering first (learned together
-# at once), then the object skills, then reading and existence, then all six; earlier skills stay as replay.
-CURRICULUM = [
+# The first shipped base's curriculum (README, "Pocket world", E4): counting and ordering first (learned
+# together at once), then the object skills, then reading and existence, then all six; earlier skills stay as replay.
+E4_CURRICULUM = [
     {"steps": 400, "mix": {"counting": 1, "ordering": 1}},
     {"steps": 400, "mix": {"counting": 0.5, "ordering": 0.5, "perception": 1, "grounding": 1}},
     {"steps": 400, "mix": {"counting": 0.5, "ordering": 0.5, "perception": 0.5, "grounding": 0.5,
@@ -41,13 +41,33 @@ CURRICULUM = [
     {"steps": 400, "mix": {"grounding": 1.5, "ocr": 1.5, "perception": 1.5, "hallucination": 1.5, "counting": 1,
                            "ordering": 2}},
 ]
+_REPLAY = {"counting": 0.25, "ordering": 0.25}
+_OBJECTS = {"perception_questions": ["objects"]}  # the dense readout that binds colour to shape
+_ALL_KINDS = {"perception_questions": ["light", "colour", "shape", "objects"]}
+# The shipped base's curriculum (README, E17/E18): E4's first stage, then a drill on the objects listing ("red
+# circle white square") with replay, then the listing with the colour-and-shape hallucination question, then
+# E4's other stages with the listing among the perception questions (a stage without a skill erases it: E16).
+CURRICULUM = [
+    E4_CURRICULUM[0],
+    {"steps": 300, "mix": {"perception": 1, **_REPLAY}, "world": _OBJECTS},
+    {"steps": 500, "mix": {"perception": 0.5, "hallucination": 1, **_REPLAY}, "world": _OBJECTS},
+    {**E4_CURRICULUM[1], "mix": {**E4_CURRICULUM[1]["mix"], "hallucination": 0.5}, "world": _ALL_KINDS},
+    {**E4_CURRICULUM[2], "world": _ALL_KINDS},
+    {**E4_CURRICULUM[3], "world": _ALL_KINDS},
+]
+
+
+# Settings added after bases had been recorded, with the behaviour those bases had (not today's defaults): a
+# record without the key was trained so, and a config with that value writes no key (the same cache key as before).
+_LATER = {"group_by_length": False, "vision_steps": 0, "freeze_vision": False}
 
 
 @dataclass
 class PretrainConfig:
     """What a pocket base model is trained with. Any change gives a different cached checkpoint.
 
-    The defaults are the shipped base: :data:`CURRICULUM` in the default world. ``steps`` given with a
+    The defaults are the shipped base (README, E18): :data:`CURRICULUM` after vision pretraining, with the
+    tower frozen, in the default world but for restated hallucination answers. ``steps`` given with a
     curriculum scales its stages to exactly that total, each keeping its share (and at least one step), so
     ``PretrainConfig(steps=40)`` is the same schedule in small; ``stages=None`` trains one mixture (``mix``)
     for ``steps`` (2000 if not given). ``from_json`` reads a checkpoint's record back.
@@ -59,14 +79,17 @@ class PretrainConfig:
     learning_rate: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.0
-    seed: int = 0
+    # the shipped base is seed 1 of three run (README, E17-E19): seed 0's base answered 2x2 puzzles well-formed
+    # 0.84 of the time (seeds 1 and 2: 1.00), below the reachability target of 0.9
+    seed: int = 1
     # relative weight of each skill in the mixture: the slow learners (reading, binding, ranking) get more
     mix: dict = field(default_factory=lambda: {"grounding": 1.5, "ocr": 1.5, "perception": 1.5,
                                                "hallucination": 1.5, "counting": 1.0, "ordering": 2.0})
     # a curriculum: [{"steps": 600, "mix": {"counting": 1, "ordering": 1}}, ...]; it replaces mix
     stages: list | None = field(default_factory=lambda: json.loads(json.dumps(CURRICULUM)))
-    # changes to the world's settings (world.WorldSettings), e.g. {"digit_pixel": 0.05}; {} is the default world
-    world: dict = field(default_factory=dict)
+    # changes to the world's settings (world.WorldSettings), e.g. {"digit_pixel": 0.05}; {} is the default world.
+    # The shipped base answers the hallucination question restated ("red circle yes"), not a bare yes/no (E17)
+    world: dict = field(default_factory=lambda: {"hallucination_echo": True})
     # batches of similar prompt length (transformers' LengthGroupedSampler): the skills' prompts run from ~45
     # to ~130 tokens, so a mixed batch is ~40% padding, and a grouped step is faster (benchmarks/pretrain_step.py).
     # But a grouped batch holds one or two skills, not the mixture, and the shipped curriculum learned worse
@@ -74,12 +97,12 @@ class PretrainConfig:
     group_by_length: bool = False
     # steps of vision pretraining before the curriculum (jigsaw_lib.vision: the tower learns shape, colour and
     # digits from dense scene labels, as Qwen's ViT arrives pretrained); 0 trains the tower only through the
-    # language model, as the shipped base was
-    vision_steps: int = 0
+    # language model, as the first shipped base (E4) was
+    vision_steps: int = 1500
     # keep the vision tower (patch embedding and blocks) fixed while the language model learns the skills; the
     # merger, the projection into the language model, still trains. Measured (README, E7): trained on with the
     # rest at lr 1e-3, a vision-pretrained tower lost what it had learned (a linear probe of shape 0.96 -> 0.25)
-    freeze_vision: bool = False
+    freeze_vision: bool = True
 
     def __post_init__(self):
         if isinstance(self.spec, dict):
@@ -117,8 +140,9 @@ class PretrainConfig:
 
     @classmethod
     def from_json(cls, record: dict) -> PretrainConfig:
-        """The config a checkpoint's record (``pretrain_info.json``'s ``config``) describes, older records too."""
-        return cls(**{"stages": None, **_full(record)})  # a record without stages trained one mixture
+        """The config a checkpoint's record (``pretrain_info.json``'s ``config``) describes, older records too:
+        a setting it lacks was added later and had its old behaviour (``_LATER``), whatever today's default."""
+        return cls(**{"stages": None, **_LATER, **_full(record)})  # a record without stages trained one mixture
 
     def plan(self) -> list[tuple[int, dict]]:
         """The stages as (steps, mix) pairs: one stage when no curriculum is given."""
@@ -144,9 +168,9 @@ class PretrainConfig:
         d = asdict(self)
         if not self.stages:  # a plain mixture keeps the key it had before curricula existed
             d.pop("stages")
-        for later in ("group_by_length", "vision_steps", "freeze_vision"):  # settings added later: at their
-            if not d[later]:  # default (the old behaviour), a base keeps the key it had before they existed
-                d.pop(later)
+        for key, old in _LATER.items():  # settings added later: at their old behaviour, a base keeps the cache
+            if d[key] == old:  # key it had before they existed
+                d.pop(key)
         d["world"] = world.resolve(self.world)  # every setting: the record stays true when defaults change
         return d
 
@@ -163,6 +187,15 @@ def _scale(lengths: list[int], total: int) -> list[int]:
 
 
 DEFAULT_DIR = paths.CHECKPOINTS / "pocket-base"
+SMOKE_DIR = paths.CHECKPOINTS / "pocket-base-smoke"
+
+
+def smoke_config() -> PretrainConfig:
+    """The shipped schedule in miniature on the tiny model (one step per stage, two of vision pretraining):
+    the base the notebooks' smoke runs build, in seconds, through the same code path."""
+    from .models import TINY
+    return PretrainConfig(spec=TINY, steps=len(CURRICULUM), batch_size=4, warmup_steps=1, vision_steps=2)
+
 INFO = "pretrain_info.json"
 
 
@@ -177,8 +210,8 @@ def _saved_config(out_dir: Path) -> dict:
 
 
 def _cached(out_dir: Path, config: PretrainConfig) -> bool:
-    """A checkpoint trained with this config. A setting added since it was trained reads as its default, so
-    a new setting must default to the old behaviour; a record this code cannot read is not a match."""
+    """A checkpoint trained with this config. A setting added since it was trained reads as its old behaviour,
+    so a new setting must enter ``_LATER``; a record this code cannot read is not a match."""
     if not ((out_dir / INFO).exists() and (out_dir / "config.json").exists()):
         return False
     try:
@@ -265,6 +298,13 @@ def world_of(checkpoint: str | Path) -> dict:
     """The world a pocket base was pretrained in, every setting ({}, the default world, for a checkpoint
     without pretraining info, e.g. Qwen's); runs from that base use it for puzzles and prior skills."""
     return _saved_config(Path(checkpoint))["world"] if (Path(checkpoint) / INFO).exists() else {}
+
+
+def base_world(checkpoint: str | Path):
+    """A ``with`` block in the world a base was pretrained in, so that its prior-skill items and puzzles are
+    asked as it learned them (the shipped base restates its hallucination answers: "red circle yes"). The
+    runners of ``jigsaw_lib.train`` enter it themselves; code that evaluates a base directly uses this."""
+    return world.configure(**world_of(checkpoint))
 
 
 def info(out_dir: str | Path = DEFAULT_DIR) -> dict:

@@ -164,10 +164,9 @@ def in_base_world(runner):
 
     @functools.wraps(runner)
     def wrapped(cfg, *args, **kwargs):
-        from . import world
-        from .pretrain import world_of
+        from .pretrain import base_world
 
-        with world.configure(**world_of(cfg.base)):
+        with base_world(cfg.base):
             return runner(cfg, *args, **kwargs)
 
     return wrapped

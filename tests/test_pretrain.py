@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def _config(**kw):
-    kw = {"steps": 3, "stages": None, **kw}
+    kw = {"steps": 3, "stages": None, "vision_steps": 0, "freeze_vision": False, **kw}
     return pretrain.PretrainConfig(spec=TINY, batch_size=4, warmup_steps=1, **kw)
 
 
@@ -73,18 +73,28 @@ def test_the_default_is_the_shipped_curriculum_and_steps_scale_it():
     from jigsaw_lib import world
 
     default = pretrain.PretrainConfig()
-    assert default.stages == pretrain.CURRICULUM and default.steps == 1600
-    small = pretrain.PretrainConfig(steps=40)  # the same schedule in small: each stage keeps its share
-    assert [s["steps"] for s in small.stages] == [10, 10, 10, 10] and small.steps == 40
+    assert default.stages == pretrain.CURRICULUM and default.steps == 2400
+    assert default.vision_steps == 1500 and default.freeze_vision and default.seed == 1
+    assert default.to_json()["world"] == world.resolve({"hallucination_echo": True})
+    small = pretrain.PretrainConfig(steps=48)  # the same schedule in small: each stage keeps its share
+    assert [s["steps"] for s in small.stages] == [8, 6, 10, 8, 8, 8] and small.steps == 48
     assert [s["mix"] for s in small.stages] == [s["mix"] for s in pretrain.CURRICULUM]
-    assert [s["steps"] for s in pretrain.PretrainConfig(steps=1601).stages] == [401, 400, 400, 400]
-    assert [s["steps"] for s in pretrain.PretrainConfig(steps=5).stages] == [2, 1, 1, 1]
-    with pytest.raises(ValueError, match="fewer than the curriculum's 4 stages"):
-        pretrain.PretrainConfig(steps=3)
+    assert [s.get("world") for s in small.stages] == [s.get("world") for s in pretrain.CURRICULUM]
+    assert [s["steps"] for s in pretrain.PretrainConfig(steps=2401).stages] == [400, 300, 501, 400, 400, 400]
+    assert [s["steps"] for s in pretrain.PretrainConfig(steps=7).stages] == [1, 1, 2, 1, 1, 1]
+    assert pretrain.smoke_config().steps == 6 and pretrain.smoke_config().vision_steps == 2
+    assert [s["steps"] for s in pretrain.PretrainConfig(stages=pretrain.E4_CURRICULUM, steps=1601).stages] == [
+        401, 400, 400, 400]  # the first shipped base's schedule scales the same way
+    # E4's config writes no keys for the settings added after it (its cache key as then) and reads back as it was,
+    # although today's defaults of those settings differ
+    e4 = pretrain.PretrainConfig(stages=pretrain.E4_CURRICULUM, vision_steps=0, freeze_vision=False, world={}, seed=0)
+    assert not {"vision_steps", "freeze_vision", "group_by_length"} & set(e4.to_json())
+    with pytest.raises(ValueError, match="fewer than the curriculum's 6 stages"):
+        pretrain.PretrainConfig(steps=5)
     assert pretrain.PretrainConfig(stages=None).steps == 2000
     # a record reads back to the config it came from: curricula, single mixtures, older records
     single = pretrain.PretrainConfig(stages=None, steps=700, world={"digit_pixel": 1 / 24})
-    for config in (default, small, single):
+    for config in (default, small, single, e4):
         assert pretrain.PretrainConfig.from_json(json.loads(json.dumps(config.to_json()))).to_json() == config.to_json()
     older = {k: v for k, v in single.to_json().items() if k != "world"}  # written before worlds were recorded
     assert pretrain.PretrainConfig.from_json(older).world == world.resolve({}, world.FIRST_WORLD)
@@ -103,7 +113,7 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
     changes = {"digit_pixel": 1 / 16, "sign_inside": True, "ordering_grids": [[[3, 3], 1.0]]}
     config = _config(world=changes)
     assert config.to_json()["world"] == world.resolve(changes)  # recorded in full
-    assert pretrain.PretrainConfig().to_json()["world"] == world.resolve({})
+    assert _config(world={}).to_json()["world"] == world.resolve({})
     # tuples, ints and lists name the same world: one cache key, also after a JSON round trip
     same = _config(world={"digit_pixel": 0.0625, "sign_inside": 1, "ordering_grids": (((3, 3), 1),)})
     assert same.to_json() == config.to_json() == json.loads(json.dumps(config.to_json()))
@@ -120,6 +130,9 @@ def test_a_base_records_and_is_trained_in_its_world(tmp_path, monkeypatch):
     assert world.SETTINGS == world.WorldSettings()  # the default world again afterwards
     assert pretrain._cached(out, config) and not pretrain._cached(out, _config())
     assert pretrain.world_of(out) == world.resolve(changes) and pretrain.world_of(tmp_path) == {}
+    with pretrain.base_world(out):  # evaluating a base asks its items as it learned them
+        assert world.SETTINGS.digit_pixel == 1 / 16 and world.SETTINGS.ordering_grids == (((3, 3), 1.0),)
+    assert world.SETTINGS == world.WorldSettings()
     # a record written before the defaults changed holds only its changes to the first world, and reads so
     info = json.loads((out / pretrain.INFO).read_text())
     info["config"]["world"] = {}
@@ -201,7 +214,7 @@ def test_a_stage_may_draw_its_items_in_a_changed_world(tmp_path, monkeypatch):
 def test_vision_pretraining_runs_first_and_is_its_own_checkpoint(tmp_path, monkeypatch):
     from jigsaw_lib import train, vision
 
-    assert "vision_steps" not in pretrain.PretrainConfig().to_json()  # the shipped base keeps its cache key
+    assert "vision_steps" not in _config().to_json()  # a base without it (E4) keeps its cache key
     config = _config(vision_steps=2)
     assert pretrain.PretrainConfig.from_json(config.to_json()).to_json() == config.to_json()
     order = []
