@@ -318,7 +318,7 @@ def info(out_dir: str | Path = DEFAULT_DIR) -> dict:
 def main(argv=None) -> int:
     """``python -m jigsaw_lib.pretrain [--retrain]``: train (or find) the pocket base model; print its skills.
 
-    The checkpoint is cached in ``checkpoints/pocket-base`` (git-ignored; about 24 minutes on a 2-core
+    The checkpoint is cached in ``checkpoints/pocket-base`` (git-ignored; about 37 minutes on a 2-core
     CPU); ``--retrain`` trains it again from scratch with the default ``PretrainConfig`` (deterministic
     for its seed).
     """
@@ -333,7 +333,8 @@ def main(argv=None) -> int:
     from .evaluate import evaluate_skills
 
     model, processor = load(path)
-    print(evaluate_skills(model, processor, 200).to_string(index=False))
+    with base_world(path):  # its items as it learned them
+        print(evaluate_skills(model, processor, 200).to_string(index=False))
     return 0
 
 

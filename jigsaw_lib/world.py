@@ -31,8 +31,9 @@ they never share a scene (tested).
 
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
 scene, the ordering skill's grids and format examples, the wording of prompts, context sentences before
-questions, the side the light comes from); its defaults are the world of the shipped base (experiment E4 in
-the README). :data:`FIRST_WORLD` is the world of the first base, in which the experiments E1-E4 are changes.
+questions, the side the light comes from); its defaults are the world of E4, the base shipped until session 15
+(README); the shipped base, E18, changes one setting (``hallucination_echo``: restated yes/no answers).
+:data:`FIRST_WORLD` is the world of the first base, in which the experiments E1-E4 are changes.
 ``with world.configure(digit_pixel=1 / 24): ...`` changes the settings inside a block, and
 ``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
 """
@@ -100,7 +101,8 @@ PREAMBLES = (
 
 @dataclass(frozen=True)
 class WorldSettings:
-    """How the world is drawn and its questions worded. The defaults are the world of the shipped base model.
+    """How the world is drawn and its questions worded. The defaults are E4's world; the shipped base (E18)
+    restates its hallucination answers (``hallucination_echo=True``; ``pretrain.PretrainConfig().world``).
 
     A pretraining run records its world (``PretrainConfig.world``), so a base from another world is a
     checkpoint of its own; evaluate it in its world: ``with world.configure(**changes): ...`` (the
