@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import paths, world
-from .models import PocketSpec, build_pocket, default_corpus, load, save
+from .models import TINY, PocketSpec, build_pocket, default_corpus, load, save
 
 
 # The first shipped base's curriculum (README, "Pocket world", E4): counting and ordering first (learned
@@ -193,8 +193,8 @@ SMOKE_DIR = paths.CHECKPOINTS / "pocket-base-smoke"
 def smoke_config() -> PretrainConfig:
     """The shipped schedule in miniature on the tiny model (one step per stage, two of vision pretraining):
     the base the notebooks' smoke runs build, in seconds, through the same code path."""
-    from .models import TINY
     return PretrainConfig(spec=TINY, steps=len(CURRICULUM), batch_size=4, warmup_steps=1, vision_steps=2)
+
 
 INFO = "pretrain_info.json"
 
