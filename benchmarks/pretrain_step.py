@@ -25,6 +25,7 @@ def main():
     parser.add_argument("--steps", type=int, default=25)
     a = parser.parse_args()
     mix = pretrain.CURRICULUM[-1]["mix"]
+    shipped_steps = pretrain.PretrainConfig().steps
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 32, mixture {mix}")
     for grouped in (False, True):
         config = pretrain.PretrainConfig(stages=[{"steps": a.steps, "mix": mix}], group_by_length=grouped,
@@ -34,8 +35,7 @@ def main():
             pretrain.pretrain(config, out, progress=False, callbacks=[timer])
         step = statistics.median(timer.times[5:])
         print(f"{'grouped by length' if grouped else 'mixed lengths    '}: {step:.3f} s/step "
-              f"({pretrain.PretrainConfig().steps:,} steps: "
-              f"{pretrain.PretrainConfig().steps * step / 60:.1f} min of training)")
+              f"({shipped_steps:,} steps: {shipped_steps * step / 60:.1f} min of training)")
 
 
 if __name__ == "__main__":
