@@ -15,7 +15,7 @@ import tempfile
 from _timing import StepTimer
 
 from jigsaw_lib import config, pretrain, train
-from jigsaw_lib.models import load
+from jigsaw_lib.models import freeze_vision_tower, load
 
 
 def main():
@@ -31,6 +31,8 @@ def main():
         kit = statistics.median(timer.times[1:])
 
         model, processor = load(cfg.base)
+        if cfg.freeze_vision:  # the same trainable parameters as the kit's run
+            freeze_vision_tower(model)
         timer = StepTimer()
         trainer = train.grpo_trainer(
             model, processor, train.train_dataset(cfg), f"{out}/bare", max_steps=cfg.max_steps,

@@ -332,5 +332,12 @@ def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None
     return model, processor
 
 
+def freeze_vision_tower(model) -> None:
+    """Stop the gradient through the vision tower (patch embedding and blocks) of a Qwen2.5-VL; the merger, the
+    projection into the language model, still trains. The trainers' optimizers take only what requires a gradient."""
+    model.model.visual.patch_embed.requires_grad_(False)
+    model.model.visual.blocks.requires_grad_(False)
+
+
 def n_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())

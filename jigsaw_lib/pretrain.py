@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import paths, world
-from .models import TINY, PocketSpec, build_pocket, default_corpus, load, save
+from .models import TINY, PocketSpec, build_pocket, default_corpus, freeze_vision_tower, load, save
 
 
 # The first shipped base's curriculum (README, "Pocket world", E4): counting and ordering first (learned
@@ -248,8 +248,7 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) 
                                         seed=config.seed, progress=progress)
         vision_record["seconds"] = time.perf_counter() - start
     if config.freeze_vision:  # the optimizer of each stage gets only what still requires a gradient
-        model.model.visual.patch_embed.requires_grad_(False)
-        model.model.visual.blocks.requires_grad_(False)
+        freeze_vision_tower(model)
     plan = config.plan()
     seen: dict[str, int] = {}  # items of each skill used by earlier stages: a later stage starts after them
     log, done, data_seconds = [], 0, 0.0

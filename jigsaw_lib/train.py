@@ -110,7 +110,7 @@ def per_process(n: int, what: str = "batch_size") -> int:
 
 
 def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callbacks, **trl):
-    from .models import load
+    from .models import freeze_vision_tower, load
     from .tracking import Tracker
 
     out = _output_dir(cfg, output_dir)
@@ -125,6 +125,8 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
         # config._name_or_path must stay the base model, not the checkpoint.
         model, _ = load(last, dtype=torch.float32)
         model.config._name_or_path = str(cfg.base)
+    if cfg.freeze_vision:
+        freeze_vision_tower(model)
     tracker = Tracker(cfg, processor, out, prior=prior, progress=progress)
     checkpoint_every = trl.pop("checkpoint_every", cfg.eval_every)
     fixed = dict(max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, seed=cfg.seed, data_seed=cfg.seed, **trl)

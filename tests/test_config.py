@@ -13,6 +13,12 @@ def test_paper_presets_follow_the_paper():
     assert sft.learning_rate == 2e-5 and rft.learning_rate == 1e-6
     assert rft.beta == 0.04 and rft.num_generations == 8 and rft.temperature == 1.0
     assert rft.use_vllm and rft.max_completion_length == 512 and rft.answer_format == "think"
+    assert not any(config.make(m, "paper").freeze_vision for m in config.CLASSES)  # Qwen's tower trains, as in the paper
+
+
+def test_pocket_methods_share_one_tower_setting():
+    # a frozen tower for one method and not another would confound the comparison of their forgetting
+    assert len({config.make(m, "pocket").freeze_vision for m in config.CLASSES}) == 1
 
 
 def test_overrides_and_methods():

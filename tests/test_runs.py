@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from jigsaw_lib import config, train
@@ -56,6 +57,22 @@ def test_trl_settings_override_the_runner_defaults(tiny_pocket_dir, tmp_path):
     # but not what the config's own fields decide: the recorded config must be what ran
     with pytest.raises(ValueError, match="learning_rate"):
         train.run_sft(tiny("sft", tiny_pocket_dir, trl={"learning_rate": 1.0}), tmp_path / "bad", progress=False)
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_vision_keeps_the_tower_fixed_and_trains_the_rest(tiny_pocket_dir, tmp_path, freeze):
+    from jigsaw_lib.models import load
+
+    cfg = tiny("sft", tiny_pocket_dir, max_steps=2, learning_rate=1e-2, freeze_vision=freeze)
+    result = train.run_sft(cfg, tmp_path / "sft", progress=False, prior=False)
+    base = load(tiny_pocket_dir)[0].state_dict()
+    after = load(result.final)[0].state_dict()
+    moved = {k: not torch.equal(after[k], base[k]) for k in base}
+    tower = [k for k in base if ".visual.blocks." in k or ".visual.patch_embed." in k]
+    assert tower and any(".visual.merger." in k for k in base)
+    assert any(moved[k] for k in tower) != freeze
+    assert any(moved[k] for k in base if ".visual.merger." in k)
+    assert any(moved[k] for k in base if ".language_model." in k)
 
 
 def test_runs_use_the_world_their_base_was_pretrained_in(tiny_pocket_dir, tmp_path):
