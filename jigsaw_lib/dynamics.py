@@ -9,6 +9,9 @@ response's tokens (the prompt and image are context, never scored).
 - :func:`kl_to_base`: the forward KL(pi_0 || pi) on held-out prompts, estimated by Monte Carlo from
   responses sampled once from the base model pi_0: KL = E_{y ~ pi_0}[log pi_0(y|x) - log pi(y|x)]
   ("RL's Razor", Shenfeld et al. 2025, finds forgetting tracks this quantity).
+- :func:`graft` and :func:`where_forgetting_sits`: put the base's weights of one part (vision tower, merger,
+  language model) back into a fine-tuned model and measure again, to see which part holds what it forgot
+  and what it learned.
 """
 
 from __future__ import annotations
@@ -657,3 +660,63 @@ def kl_forgetting(metrics: "pd.DataFrame") -> tuple["pd.DataFrame", dict]:
            "spearman_rho": float(np.corrcoef(wide.kl_to_base.rank(), wide.forgetting.rank())[0, 1])
            if varies else float("nan")}
     return wide[["method", "seed", "step", "kl_to_base", "forgetting"]].reset_index(drop=True), fit
+
+
+# -----------------------------------------------------------------------------
+# Where the forgetting sits: graft the base's weights of one part back into a fine-tuned model
+
+PARTS = {  # parameter-name patterns of a Qwen2_5_VLForConditionalGeneration's parts
+    "tower": r"^model\.visual\.(patch_embed|blocks)\.",  # the vision transformer (what freeze_vision fixes)
+    "merger": r"^model\.visual\.merger\.",  # the projection of image features into the language model
+    "language_model": r"^(model\.language_model\.|lm_head\.)",  # text layers, embeddings and output head
+}
+
+
+@torch.no_grad()
+def graft(model, donor, part: str):
+    """Copy ``donor``'s weights of one part (a key of :data:`PARTS`) into ``model``, in place; return ``model``."""
+    import re
+
+    if part not in PARTS:
+        raise ValueError(f"graft: unknown part {part!r}; the parts are: {', '.join(PARTS)}")
+    pattern, theirs = re.compile(PARTS[part]), donor.state_dict()
+    mine = {k: v for k, v in model.state_dict().items() if pattern.search(k)}
+    if not mine or set(mine) - set(theirs):
+        raise ValueError(f"graft: the models do not share the part {part!r} (different architectures?)")
+    for k, v in mine.items():
+        v.copy_(theirs[k])
+    return model
+
+
+def where_forgetting_sits(checkpoint, base, *, parts=tuple(PARTS), n_per_skill: int = 200, n_jigsaw: int = 200,
+                          grid=(2, 2), puzzle_world: dict | None = None, image_size: int = 64,
+                          progress: bool = True) -> "pd.DataFrame":
+    """Prior skills and greedy jigsaw accuracy of a fine-tuned checkpoint as it is, with each part in ``parts``
+    put back to the base's weights, and of the base: rows ``model, skill, metric, value``.
+
+    What returns when a part is put back was forgotten in that part; what is lost was learned there. Prior
+    items are asked in the base's world (``pretrain.base_world``), puzzles with ``puzzle_world``'s changes
+    (the run's ``cfg.puzzle_world``)."""
+    import pandas as pd
+
+    from . import evaluate, world
+    from .models import load
+    from .pretrain import base_world
+
+    base_model, processor = load(base)
+
+    def measure(model, name):
+        with base_world(base):
+            skills = evaluate.evaluate_skills(model, processor, n_per_skill, image_size=image_size, progress=progress)
+            with world.configure(**(puzzle_world or {})):
+                jigsaw = evaluate.evaluate_jigsaw(model, processor, [tuple(grid)], n_jigsaw, samples=0,
+                                                  image_size=image_size, progress=progress)
+        mean = {"skill": "prior_mean", "metric": "accuracy", "value": skills["value"].mean()}
+        table = pd.concat([skills, pd.DataFrame([mean]), jigsaw[jigsaw.metric.isin(["exact", "hit"])]])
+        return table.assign(model=name)[["model", "skill", "metric", "value"]]
+
+    tables = [measure(load(checkpoint)[0], "finetuned")]
+    for part in parts:
+        tables.append(measure(graft(load(checkpoint)[0], base_model, part), f"base {part}"))
+    tables.append(measure(base_model, "base"))
+    return pd.concat(tables, ignore_index=True)

@@ -7,7 +7,9 @@ figures and the README all read the same files:
   behaviour, and its pretraining cost);
 - ``metrics.csv``: ``method, seed, step, metric, value`` (training runs, written by the study);
 - ``dynamics.csv``: ``source, step, metric, value`` (learning dynamics: perplexity and influence per data
-  source; ``step`` is the SFT step on that source, 0 for the base model, -1 for a fit over all steps).
+  source; ``step`` is the SFT step on that source, 0 for the base model, -1 for a fit over all steps);
+- ``grafts.csv``: ``method, seed, model, skill, metric, value`` (a run's final model as it is, with one part put
+  back to the base's weights, and the base: ``dynamics.where_forgetting_sits``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ SCHEMAS = {
     "base_model": ("model", "skill", "metric", "value"),
     "metrics": ("method", "seed", "step", "metric", "value"),
     "dynamics": ("source", "step", "metric", "value"),
+    "grafts": ("method", "seed", "model", "skill", "metric", "value"),
 }
 
 

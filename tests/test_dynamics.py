@@ -188,3 +188,30 @@ def pd_read(path):
     import pandas as pd
 
     return pd.read_csv(path)
+
+
+def test_parts_cover_the_model_once_and_graft_copies_one_part(tiny_pocket_dir):
+    base, _ = load(tiny_pocket_dir)
+    tuned, _ = load(tiny_pocket_dir)
+    with torch.no_grad():
+        for p in tuned.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    names = list(base.state_dict())
+    for name in names:  # every weight belongs to exactly one part
+        assert sum(bool(re.search(pat, name)) for pat in dynamics.PARTS.values()) == 1, name
+    dynamics.graft(tuned, base, "tower")
+    after, original = tuned.state_dict(), base.state_dict()
+    for name in names:
+        in_tower = bool(re.search(dynamics.PARTS["tower"], name))
+        assert torch.equal(after[name], original[name]) == in_tower, name
+    with pytest.raises(ValueError, match="unknown part 'vision'.*tower"):
+        dynamics.graft(tuned, base, "vision")
+
+
+def test_where_forgetting_sits_measures_every_graft(tiny_pocket_dir):
+    table = dynamics.where_forgetting_sits(tiny_pocket_dir, tiny_pocket_dir, n_per_skill=2, n_jigsaw=2,
+                                           image_size=TINY.image_size, progress=False)
+    assert list(table.model.unique()) == ["finetuned", "base tower", "base merger", "base language_model", "base"]
+    wide = table.pivot_table(index=["skill", "metric"], columns="model", values="value")
+    assert {"prior_mean", "jigsaw_2x2"} <= set(table.skill)
+    assert (wide.nunique(axis=1) == 1).all()  # the base grafted onto itself is the base
