@@ -1,6 +1,6 @@
 """Run configurations: one per method, each with a ``pocket`` and a ``paper`` preset.
 
-    cfg = config.make("rft", "pocket", learning_rate=3e-5, seed=1)
+    cfg = config.make("rft", "pocket", learning_rate=1e-4, seed=1)
 
 A run is described by a dataclass (:class:`SFTRun`, :class:`RFTRun`, :class:`RolloutSFTRun`); a preset
 fills it for one scale, keyword overrides change single fields, and a key the dataclass does not have
