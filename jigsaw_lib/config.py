@@ -108,7 +108,7 @@ _POCKET_PUZZLES = dict(puzzle_world={"light_left_rate": 1.0})
 # Every pocket method keeps the vision tower fixed (session 16), as the base's skills were learned on a fixed tower
 # (pretrain.PretrainConfig.freeze_vision): with it trained, RFT's forgetting on E18's base was all in the tower
 # (put back the base's tower in RFT's final model of seed 0 and counting returns 0.775 -> 0.98, the mean 0.65 ->
-# 0.71; put back its language model and nothing returns), and at lr 3e-5 the frozen tower kept every skill (0.3
+# 0.71; put back its language model and almost nothing returns), and at lr 3e-5 the frozen tower kept every skill (0.3
 # points lost) but climbed slower (0.55 at step 200), so RFT's lr is 5e-5 (seed 0: 0.66 exact, 2.0 points lost).
 # The paper trains Qwen's tower (the paper presets do). README, "The vision tower".
 _POCKET_TOWER = dict(freeze_vision=True)
