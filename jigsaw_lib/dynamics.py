@@ -16,6 +16,7 @@ response's tokens (the prompt and image are context, never scored).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -281,8 +282,6 @@ def select_parameters(model, subspace: str = "full") -> list:
     """The parameters influence is measured in: ``"full"`` (every trainable one), ``"lora"`` (the LoRA
     adapter weights of a peft model), or a regular expression matched against parameter names
     (e.g. ``"lm_head|layers\\.3\\."`` for the output head and the last text layer)."""
-    import re
-
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if subspace == "full":
         chosen = named
@@ -675,8 +674,6 @@ PARTS = {  # parameter-name patterns of a Qwen2_5_VLForConditionalGeneration's p
 @torch.no_grad()
 def graft(model, donor, part: str):
     """Copy ``donor``'s weights of one part (a key of :data:`PARTS`) into ``model``, in place; return ``model``."""
-    import re
-
     if part not in PARTS:
         raise ValueError(f"graft: unknown part {part!r}; the parts are: {', '.join(PARTS)}")
     pattern, theirs = re.compile(PARTS[part]), donor.state_dict()
