@@ -91,3 +91,23 @@ def test_evaluate_jigsaw_splits_the_hit_by_axis_when_asked(tiny_pocket_dir):
     got = table.set_index("metric")["value"]
     assert got["row_hit"] == got["well_formed"]  # one row: every well-formed answer puts each tile in it
     assert got["col_hit"] == got["hit"]  # one row: the column is the position
+
+
+def test_jigsaw_eval_set_grows_by_extension():
+    # evaluate.probe's larger set starts with the runs' own puzzles, so the two can be compared item by item
+    small, large = evaluate.jigsaw_eval_set(2, 2, 5, image_size=32), evaluate.jigsaw_eval_set(2, 2, 12, image_size=32)
+    assert list(large["solution"][:5]) == list(small["solution"])
+    assert [im.tobytes() for im in large["image"][:5]] == [im.tobytes() for im in small["image"]]
+
+
+def test_probe_names_its_rows_as_the_tracker_does(tiny_pocket_dir):
+    from jigsaw_lib import config
+
+    model, processor = load(tiny_pocket_dir)
+    cfg = config.make("rft", "pocket", base=str(tiny_pocket_dir), image_size=TINY.image_size)
+    table = evaluate.probe(model, processor, cfg, n_jigsaw=3, n_per_skill=2, progress=False)
+    assert set(table.metric) == ({"jigsaw_exact", "jigsaw_hit", "jigsaw_well_formed", "prior_mean"}
+                                 | {f"prior/{s}" for s in world.SKILLS})
+    assert table["value"].between(0, 1).all()
+    assert table.set_index("metric").loc["prior_mean", "value"] == pytest.approx(
+        table[table.metric.str.startswith("prior/")]["value"].mean())
