@@ -112,7 +112,9 @@ _POCKET_PUZZLES = dict(puzzle_world={"light_left_rate": 1.0})
 # points lost) but climbed slower (0.55 at step 200). At 5e-5 (make reproduce of 55285bb) seed 0 reached 0.66 exact
 # but seeds 1 and 2 stopped at 0.49 and 0.58; at 1e-4 with beta 0.1 seed 1 reached 0.65 but lost 5.3 points
 # outside the tower. So RFT's lr is 1e-4 with beta 0.2 (session 17, 3 seeds: 0.61 / 0.61 / 0.64 exact at step 200,
-# 0.7 / -1.0 / -2.3 points lost). The paper trains Qwen's tower (the paper presets do). README, "The vision tower".
+# 0.7 / -1.0 / -2.3 points lost on the runs' probes; on larger ones, evaluate.probe: 0.615 / 0.555 / 0.553 exact,
+# 3.7 / 2.0 / 2.7 points lost, so C3 is not settled). The paper trains Qwen's tower (the paper presets do).
+# README, "The vision tower" and "Where it stands".
 _POCKET_TOWER = dict(freeze_vision=True)
 PRESETS = {
     "pocket": {
