@@ -24,7 +24,7 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     a = parser.parse_args()
     cfg = config.make("rft", "pocket", base=a.base, max_steps=a.steps + 1, eval_every=10_000, eval_jigsaw=8,
-                      eval_prior=2, eval_kl=2, n_train=256)
+                      eval_prior=2, eval_kl=2, probe_jigsaw=0, probe_prior=0, n_train=256)
     with tempfile.TemporaryDirectory() as out:
         timer = StepTimer()
         train.run_rft(cfg, f"{out}/kit", prior=False, progress=False, callbacks=[timer])

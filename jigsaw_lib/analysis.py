@@ -83,6 +83,17 @@ def at_matched_accuracy(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def final_probe(metrics: pd.DataFrame, prefix: str = "probe/") -> pd.DataFrame:
+    """The larger probe's rows (the base at step 0 and each run's last model; ``RunConfig.probe_jigsaw``,
+    ``probe_prior``) under the names of the runs' own rows, so every function here reads them as a run of two
+    evaluations: ``claims(final_probe(metrics))`` judges the targets on them, ``forgetting_table`` gives the
+    change at the end. Runs without a probe are left out."""
+    m = metrics[metrics.metric.str.startswith(prefix)]
+    if m.empty:
+        raise ValueError(f"no {prefix}* rows: the runs were made without a larger probe (probe_jigsaw, probe_prior)")
+    return m.assign(metric=m.metric.str.removeprefix(prefix))
+
+
 def markdown_table(table: pd.DataFrame, index: str, columns: str, values: str, fmt: str = "{:+.3f}") -> str:
     """A pivot of ``table`` as a Markdown table (for the README and results/)."""
     pivot = table.pivot(index=index, columns=columns, values=values)
@@ -181,8 +192,8 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
                 add("C5", seed, quantity, at["step"], f"<= {budget:g}", bool(at["step"] <= budget), at["step"])
                 add("C5", seed, f"SFT on {source}: prior lost there", lost, f"<= {rollout_lost:g}",
                     _at_most(lost, rollout_lost), at["step"])
-            else:
-                add("C5", seed, quantity, np.nan, f"<= {budget:g}", False, np.nan)
+            else:  # the step shown is the run's last: not reached by then
+                add("C5", seed, quantity, np.nan, f"<= {budget:g}", False, ro.iloc[-1]["step"])
     return pd.DataFrame(rows, columns=["claim", "seed", "quantity", "value", "target", "met", "step"])
 
 
@@ -205,8 +216,10 @@ def claims_markdown(table: pd.DataFrame) -> str:
             # losses to 3 places: a 50-item probe moves the mean by a third of a point, and a loss of 0.033
             # against a target of 0.03 must not print as 0.03
             digits = 3 if "lost" in quantity else 2
-            value = "never" if pd.isna(r["value"]) else (f"{r['value']:.0f}" if "steps" in quantity
-                                                         else f"{r['value']:.{digits}f}")
+            if pd.isna(r["value"]):
+                value = "never" if pd.isna(r["step"]) else f"not by step {r['step']:.0f}"
+            else:
+                value = f"{r['value']:.0f}" if "steps" in quantity else f"{r['value']:.{digits}f}"
             step = "" if pd.isna(r["step"]) or "steps" in quantity else f" (step {r['step']:.0f})"
             met = {True: " yes", False: " no"}.get(r["met"], " n/a")
             cells.append(value + step + met)

@@ -183,29 +183,49 @@ def evaluate_jigsaw(model, processor, grids=((1, 2), (2, 2), (3, 3)), n: int = 2
     return (table, pd.DataFrame(records)) if return_completions else table
 
 
-def probe(model, processor, cfg, n_jigsaw: int = 400, n_per_skill: int = 200, *, progress: bool = True) -> pd.DataFrame:
-    """A model measured as a run's tracker measures it, on larger held-out sets: rows ``metric, value`` with the
-    tracker's metric names (``jigsaw_exact``, ``jigsaw_hit``, ``jigsaw_well_formed``, ``prior/<skill>``,
-    ``prior_mean``).
+def measure(model, processor, cfg, n_jigsaw: int, n_prior: int, *, axes: bool = True,
+            progress: bool = False) -> list[tuple[str, float]]:
+    """A model measured as a run measures it: ``(metric, value)`` pairs, the names of the results schema.
 
-    Greedy answers to held-out puzzles of the run's grids in its puzzle world, and every prior skill in the base's
-    world (``cfg.base``). A run's own probes are small (pocket: 100 puzzles, 50 items per skill; a 100-puzzle exact
-    has a standard error of about 0.05 near 0.6), and the puzzle set is seeded and grows by extension (its first
-    ``cfg.eval_jigsaw`` puzzles are the tracker's), so a verdict near a target can be checked here on more. Probe the
-    base model the same way for what was lost."""
+    Greedy answers to ``n_jigsaw`` held-out puzzles per grid of ``cfg.grids``, drawn in the run's puzzle world
+    (``jigsaw_exact``, ``jigsaw_hit``, ``jigsaw_well_formed`` and, with ``axes``, ``jigsaw_row_hit`` and
+    ``jigsaw_col_hit``: means over grids, and ``jigsaw_<metric>/<rows>x<cols>`` per grid when there are several),
+    then ``n_prior`` items of every prior skill in the current world (``prior/<skill>``, ``prior_mean``;
+    none when ``n_prior`` is 0). :class:`tracking.Tracker` calls it with the run's own sizes and :func:`probe`
+    with larger ones, so the two are the same measurement on sets of different size."""
+    pairs = []
+    with cfg.in_puzzle_world():  # held-out puzzles in the run's puzzle world; prior skills below in the caller's
+        jig = evaluate_jigsaw(model, processor, [tuple(g) for g in cfg.grids], n_jigsaw, samples=0,
+                              image_size=cfg.image_size, answer_format=cfg.answer_format,
+                              max_new_tokens=cfg.max_completion_length, progress=progress, axes=axes)
+    for metric in ("exact", "hit", "well_formed") + (("row_hit", "col_hit") if axes else ()):
+        per_grid = jig[jig.metric == metric]
+        pairs.append((f"jigsaw_{metric}", float(per_grid["value"].mean())))
+        if len(per_grid) > 1:
+            pairs += [(f"jigsaw_{metric}/{r.skill.removeprefix('jigsaw_')}", float(r.value))
+                      for r in per_grid.itertuples()]
+    if n_prior:
+        skills = evaluate_skills(model, processor, n_prior, image_size=cfg.image_size, progress=progress)
+        pairs += [(f"prior/{r.skill}", float(r.value)) for r in skills.itertuples()]
+        pairs.append(("prior_mean", float(skills["value"].mean())))
+    return pairs
+
+
+def probe(model, processor, cfg, n_jigsaw: int = 400, n_per_skill: int = 200, *, progress: bool = True) -> pd.DataFrame:
+    """A model measured as a run's tracker measures it (:func:`measure`), on larger held-out sets, in the base's
+    world (``cfg.base``): rows ``metric, value`` (``jigsaw_exact``, ``jigsaw_hit``, ``jigsaw_well_formed``,
+    ``prior/<skill>``, ``prior_mean``).
+
+    A run's own probes are small (pocket: 100 puzzles, 50 items per skill; a 100-puzzle exact has a standard error
+    of about 0.05 near 0.6), and the puzzle set is seeded and grows by extension (its first ``cfg.eval_jigsaw``
+    puzzles are the tracker's), so a verdict near a target can be checked here on more. Probe the base model the
+    same way for what was lost. A run does this itself at its first and last step when its config sets
+    ``probe_jigsaw`` / ``probe_prior`` (rows ``probe/<metric>``)."""
     from .pretrain import base_world
 
     with base_world(cfg.base):
-        with cfg.in_puzzle_world():
-            jig = evaluate_jigsaw(model, processor, [tuple(g) for g in cfg.grids], n_jigsaw, samples=0,
-                                  image_size=cfg.image_size, answer_format=cfg.answer_format,
-                                  max_new_tokens=cfg.max_completion_length, progress=progress)
-        skills = evaluate_skills(model, processor, n_per_skill, image_size=cfg.image_size, progress=progress)
-    rows = [{"metric": f"jigsaw_{m}", "value": float(jig[jig.metric == m]["value"].mean())}
-            for m in ("exact", "hit", "well_formed")]
-    rows += [{"metric": f"prior/{r.skill}", "value": float(r.value)} for r in skills.itertuples()]
-    rows.append({"metric": "prior_mean", "value": float(skills["value"].mean())})
-    return pd.DataFrame(rows, columns=["metric", "value"])
+        pairs = measure(model, processor, cfg, n_jigsaw, n_per_skill, axes=False, progress=progress)
+    return pd.DataFrame(pairs, columns=["metric", "value"])
 
 
 def evaluate_checkpoint(checkpoint, name: str | None = None, *, n_per_skill: int = 200,

@@ -9,6 +9,9 @@
 - ``prior/<skill>`` and ``prior_mean``: held-out accuracy of every prior skill (pocket scale);
 - ``kl_to_base``: KL(pi_0 || pi) on held-out jigsaw prompts (:class:`dynamics.KLProbe`);
 - ``wall_seconds``: training time so far, evaluation excluded;
+- ``probe/<metric>``, at step 0 and the last step only, when the config sets ``probe_jigsaw`` / ``probe_prior``:
+  the same jigsaw and prior metrics on larger held-out sets (:func:`evaluate.measure`), for verdicts that a
+  small probe's noise cannot decide;
 
 and copies what the trainer logs (loss, reward, entropy, ``frac_reward_zero_std``, ...) as ``train/<key>``,
 so a collapse of GRPO (entropy near 0, most groups without reward spread) is seen at once. Rows follow
@@ -19,6 +22,7 @@ are dropped and measured again.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -30,6 +34,10 @@ from . import evaluate
 from .dynamics import KLProbe
 from .models import load, save
 
+PROBE = "probe/"  # prefix of the larger probe's rows (step 0 and the last step; RunConfig.probe_jigsaw, probe_prior)
+# the base model's larger probe, per base and probe setting: greedy answers are deterministic, so the runs of one
+# process (notebook 02's dozen) measure the base once
+_BASE_PROBES: dict[str, list] = {}
 TRAIN_KEYS = ("loss", "reward", "reward_std", "entropy", "frac_reward_zero_std", "kl", "grad_norm",
               "rewards/hit_reward/mean", "rewards/exact_reward/mean", "rewards/format_reward/mean",
               "completions/mean_length", "mean_token_accuracy")
@@ -70,25 +78,25 @@ class Tracker(TrainerCallback):
             torch.cuda.empty_cache()
         return probe
 
-    def measure(self, model, step: int):
+    def measure(self, model, step: int, *, final: bool = False):
         cfg = self.cfg
-        with cfg.in_puzzle_world():  # held-out puzzles in the run's puzzle world; prior skills below in the base's
-            jig = evaluate.evaluate_jigsaw(model, self.processor, [tuple(g) for g in cfg.grids], cfg.eval_jigsaw,
-                                           samples=0, image_size=cfg.image_size, answer_format=cfg.answer_format,
-                                           max_new_tokens=cfg.max_completion_length, progress=self.progress,
-                                           axes=True)
-        for metric in ("exact", "hit", "well_formed", "row_hit", "col_hit"):
-            per_grid = jig[jig.metric == metric]
-            self._add(step, f"jigsaw_{metric}", per_grid["value"].mean())
-            if len(per_grid) > 1:
-                for _, r in per_grid.iterrows():
-                    self._add(step, f"jigsaw_{metric}/{r.skill.removeprefix('jigsaw_')}", r.value)
-        if self.prior:
-            skills = evaluate.evaluate_skills(model, self.processor, cfg.eval_prior, image_size=cfg.image_size,
-                                              progress=self.progress)
-            for _, r in skills.iterrows():
-                self._add(step, f"prior/{r.skill}", r.value)
-            self._add(step, "prior_mean", skills["value"].mean())
+        for metric, value in evaluate.measure(model, self.processor, cfg, cfg.eval_jigsaw,
+                                              cfg.eval_prior if self.prior else 0, progress=self.progress):
+            self._add(step, metric, value)
+        if (step == 0 or final) and (cfg.probe_jigsaw or cfg.probe_prior):
+            # the larger final probe: the base and the run's last model, on more puzzles and items
+            sizes = (cfg.probe_jigsaw or cfg.eval_jigsaw, cfg.probe_prior if self.prior else 0)
+            weights = Path(cfg.base) / "model.safetensors"  # a base retrained in place is measured again
+            key = json.dumps([cfg.base, weights.stat().st_mtime_ns if weights.exists() else None, cfg.puzzle_world,
+                              cfg.grids, cfg.image_size, cfg.answer_format, cfg.max_completion_length, sizes],
+                             sort_keys=True)
+            pairs = _BASE_PROBES.get(key) if step == 0 else None
+            if pairs is None:
+                pairs = evaluate.measure(model, self.processor, cfg, *sizes, axes=False, progress=self.progress)
+                if step == 0:
+                    _BASE_PROBES[key] = pairs
+            for metric, value in pairs:
+                self._add(step, PROBE + metric, value)
         self._add(step, "kl_to_base", self.kl.measure(model))
         self._add(step, "wall_seconds", self.train_seconds)
         if step in cfg.save_steps:
@@ -118,7 +126,7 @@ class Tracker(TrainerCallback):
         self.train_seconds += time.perf_counter() - self._t
         step = state.global_step
         if step % self.cfg.eval_every == 0 or step == state.max_steps:
-            self.measure(model, step)
+            self.measure(model, step, final=step == state.max_steps)
         self._t = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):

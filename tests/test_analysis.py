@@ -133,3 +133,34 @@ def test_distinct_runs_drops_a_run_recorded_twice_under_another_name():
     assert ("sft_lr3e-4", 0) not in runs and ("sft", 0) in runs
     assert {("sft_lr1e-4", 5), ("sft_lr1e-3", 0)} <= runs
     assert len(d) == len(m) + len(other_seed) + len(changed)
+
+
+def test_final_probe_is_read_as_a_run_of_two_evaluations():
+    m = synthetic()
+    last = m.step == m.groupby(["method", "seed"]).step.transform("max")
+    ends = m[(m.step == 0) | last]
+    # the larger probe sees RFT at 0.55, not 0.7, and a loss of 4 points, not 2
+    probe = ends.assign(metric="probe/" + ends.metric, value=ends.value.where(
+        ~((ends.method == "rft") & (ends.step == 20) & (ends.metric == "jigsaw_exact")), 0.55))
+    probe.loc[(probe.method == "rft") & (probe.step == 20) & (probe.metric == "probe/prior_mean"), "value"] = 0.76
+    view = analysis.final_probe(pd.concat([m, probe]))
+    assert set(view.metric) == set(m.metric) and sorted(view.step.unique()) == [0, 20]
+    t = analysis.claims(view)
+    rft = t[t.claim == "C3"].set_index(["seed", "quantity"])
+    assert rft.loc[(0, "RFT final exact"), "value"] == pytest.approx(0.55) and not rft.loc[(0, "RFT final exact"), "met"]
+    assert rft.loc[(0, "RFT prior lost at the end"), "value"] == pytest.approx(0.04)
+    assert analysis.forgetting_table(view).set_index(["method", "skill"]).loc[("rft", "prior_mean"), "change"] == \
+        pytest.approx(-0.04)
+    with pytest.raises(ValueError, match="without a larger probe"):
+        analysis.final_probe(m)
+
+
+def test_claims_say_when_rollouts_fall_short_by_their_last_step():
+    m = synthetic()
+    ro = m[m.method == "rft"].copy()
+    ro["method"] = "rollout_sft"
+    ro.loc[ro.metric == "jigsaw_exact", "value"] *= 0.5  # never reaches RFT's final accuracy
+    t = analysis.claims(pd.concat([m, ro]))
+    c5 = t[(t.claim == "C5") & (t.seed == 0)].iloc[0]
+    assert np.isnan(c5["value"]) and c5["step"] == 20 and c5.met == False  # noqa: E712 (numpy bool)
+    assert "not by step 20 no" in analysis.claims_markdown(t)

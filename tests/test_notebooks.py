@@ -60,7 +60,8 @@ EXPECTED_FIGURES = {
 }
 EXPECTED_RESULTS = {"00_": {"base_model.csv"}, "02_": {"metrics.csv"}, "03_": {"dynamics.csv", "kl_vs_forgetting.csv", "grafts.csv"},
                     "04_": {"forgetting_table.csv", "forgetting_table.md", "forgetting_at_matched_accuracy.csv",
-                            "claims.csv", "claims.md"}}
+                            "forgetting_table_final_probe.csv", "forgetting_table_final_probe.md", "claims.csv",
+                            "claims.md"}}
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from jigsaw_lib import config, train
+from jigsaw_lib import config, train, world
 from jigsaw_lib.models import TINY
 
 pytestmark = pytest.mark.slow
@@ -13,7 +13,8 @@ pytestmark = pytest.mark.slow
 
 def tiny(method, base, **kw):
     settings = dict(base=str(base), image_size=TINY.image_size, n_train=32, max_steps=4, batch_size=4,
-                    eval_every=2, eval_jigsaw=4, eval_prior=2, eval_kl=2, max_completion_length=8)
+                    eval_every=2, eval_jigsaw=4, eval_prior=2, eval_kl=2, probe_jigsaw=5, probe_prior=3,
+                    max_completion_length=8)
     if method == "rft":
         settings.update(num_generations=4, batch_size=2)
     return config.make(method, "pocket", **{**settings, **kw})
@@ -32,6 +33,12 @@ def test_sft_run_tracks_every_metric(tiny_pocket_dir, tmp_path):
     for metric in ["jigsaw_exact", "jigsaw_hit", "jigsaw_well_formed", "jigsaw_row_hit", "jigsaw_col_hit",
                    "prior_mean", "kl_to_base", "wall_seconds", "prior/ocr", "prior/ordering"]:
         assert (measured.metric == metric).sum() == 3, metric
+    # the larger probe: the base and the last model only, the same measurement on more items
+    probe = m[m.metric.str.startswith("probe/")]
+    assert sorted(probe.step.unique()) == [0, 4]
+    assert set(probe.metric) == {"probe/jigsaw_exact", "probe/jigsaw_hit", "probe/jigsaw_well_formed",
+                                 "probe/prior_mean"} | {f"probe/prior/{s}" for s in world.SKILLS}
+    assert probe["value"].between(0, 1).all()
     assert m[(m.step == 0) & (m.metric == "kl_to_base")]["value"].item() == pytest.approx(0, abs=1e-5)
     assert m[(m.step == 4) & (m.metric == "kl_to_base")]["value"].item() > 0
     assert set(m.method) == {"sft"} and set(m.seed) == {0}
@@ -154,7 +161,7 @@ def test_cli_under_accelerate_launch_with_two_cpu_processes(tiny_pocket_dir, tmp
            "-m", "jigsaw_lib.train", "sft", "--preset", "pocket", "--no-prior", "--output-dir", str(out),
            "--set", f"base={tiny_pocket_dir}", "--set", f"image_size={TINY.image_size}", "--set", "max_steps=2",
            "--set", "batch_size=4", "--set", "n_train=16", "--set", "eval_every=2", "--set", "eval_jigsaw=4",
-           "--set", "eval_kl=2", "--set", "max_completion_length=8"]
+           "--set", "eval_kl=2", "--set", "max_completion_length=8", "--set", "probe_jigsaw=0", "--set", "probe_prior=0"]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=root, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -186,3 +193,20 @@ def test_puzzle_world_draws_the_puzzles_only(tiny_pocket_dir, tmp_path, monkeypa
                   progress=False)
     assert {kind for kind, _ in seen} == {"puzzles", "prior"}
     assert all(rate == (1.0 if kind == "puzzles" else 0.5) for kind, rate in seen)
+
+
+def test_the_base_is_probed_once_per_process(tiny_pocket_dir, tmp_path, monkeypatch):
+    from jigsaw_lib import evaluate, tracking
+
+    monkeypatch.setattr(tracking, "_BASE_PROBES", {})
+    sizes = []
+    measure = evaluate.measure
+    monkeypatch.setattr(evaluate, "measure", lambda m, p, cfg, nj, np_, **k: sizes.append((nj, np_)) or
+                        measure(m, p, cfg, nj, np_, **k))
+    cfg = tiny("sft", tiny_pocket_dir, max_steps=2)
+    first = train.run_sft(cfg, tmp_path / "a", progress=False).metrics
+    second = train.run_sft(cfg, tmp_path / "b", progress=False).metrics
+    assert sizes.count((5, 3)) == 3  # the base once, each final model once
+    probe = lambda m, step: m[(m.step == step) & m.metric.str.startswith("probe/")].set_index("metric")["value"]
+    pd.testing.assert_series_equal(probe(first, 0), probe(second, 0))
+    pd.testing.assert_series_equal(probe(first, 2), probe(second, 2))  # a seeded run: the same final model
