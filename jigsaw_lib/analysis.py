@@ -13,6 +13,8 @@ Forgetting is compared two ways, as the study needs both:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
@@ -86,11 +88,24 @@ def at_matched_accuracy(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame
 def final_probe(metrics: pd.DataFrame, prefix: str = "probe/") -> pd.DataFrame:
     """The larger probe's rows (the base at step 0 and each run's last model; ``RunConfig.probe_jigsaw``,
     ``probe_prior``) under the names of the runs' own rows, so every function here reads them as a run of two
-    evaluations: ``claims(final_probe(metrics))`` judges the targets on them, ``forgetting_table`` gives the
-    change at the end. Runs without a probe are left out."""
+    evaluations: ``claims(final_probe(metrics), final=True)`` judges the targets on them, ``forgetting_table`` gives
+    the change at the end.
+
+    Only runs probed at both ends are kept: at step 0 and at their last evaluated step (a run resumed from an older
+    table may lack the first, one stopped early the last); the others are left out with a warning."""
     m = metrics[metrics.metric.str.startswith(prefix)]
     if m.empty:
         raise ValueError(f"no {prefix}* rows: the runs were made without a larger probe (probe_jigsaw, probe_prior)")
+    last = metrics[~metrics.metric.str.startswith(prefix) & (metrics.metric == "jigsaw_exact")]
+    last = last.groupby(["method", "seed"])["step"].max()
+    keep, dropped = [], []
+    for (method, seed), run in m.groupby(["method", "seed"]):
+        steps = set(run.step)
+        end = last.get((method, seed))
+        (keep if 0 in steps and end is not None and end in steps else dropped).append((method, seed))
+    if dropped:
+        warnings.warn(f"final_probe: left out runs not probed at step 0 and at their last step: {dropped}")
+    m = m[pd.Series(list(zip(m.method, m.seed)), index=m.index).isin(keep)]
     return m.assign(metric=m.metric.str.removeprefix(prefix))
 
 
@@ -125,7 +140,7 @@ def _at_most(value, target) -> bool | None:
 def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout: str = "rollout_sft",
            rollout_early: str = "rollout_sft_early", sft_exact: float = 0.9, sft_lost: float = 0.20,
            rft_exact: float = 0.6, rft_lost: float = 0.03, rollout_share: float = 0.2,
-           rollout_lost: float = 0.05) -> pd.DataFrame:
+           rollout_lost: float = 0.05, final: bool = False) -> pd.DataFrame:
     """The study's pocket targets, per seed: what each run reached, the target, and whether it is met.
 
     - C1: SFT's best exact accuracy >= ``sft_exact``;
@@ -137,9 +152,16 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
       same for SFT on an early RFT checkpoint's rollouts (``rollout_early``), against the same RFT run's
       final accuracy (the paper: rollouts of a short RFT run suffice).
 
+    With ``final`` the table is a run of two evaluations, the base and the last model (:func:`final_probe`), and the
+    quantities say so: C1 is SFT's final exact, C2 its loss at the end, C5 the step by which SFT on rollouts has
+    reached RFT's final exact (its last step, or not by then).
+
     Methods absent from ``metrics`` get no rows; a missing prior evaluation leaves a verdict undecided.
     """
     wide = _per_run(metrics)
+    for column in ("jigsaw_exact", "prior_mean"):  # e.g. a probe without prior items: verdicts undecided
+        if column not in wide:
+            wide[column] = np.nan
     rows = []
 
     def add(claim, seed, quantity, value, target, met, step):
@@ -153,16 +175,18 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
         run = run_of(sft, seed)
         if run is not None:
             base, best = run.iloc[0]["prior_mean"], run.loc[run.jigsaw_exact.idxmax()]
-            add("C1", seed, "SFT best exact", best["jigsaw_exact"], f">= {sft_exact:g}",
+            add("C1", seed, "SFT final exact" if final else "SFT best exact", best["jigsaw_exact"], f">= {sft_exact:g}",
                 _at_least(best["jigsaw_exact"], sft_exact), best["step"])
             reached = run[run.jigsaw_exact >= sft_exact - _EPS]
             if len(reached):
                 at = reached.iloc[0]
                 lost = round(base - at["prior_mean"], 9)
-                add("C2", seed, f"SFT prior lost at exact >= {sft_exact:g}", lost, f">= {sft_lost:g}",
+                add("C2", seed, f"SFT prior lost at the end (exact >= {sft_exact:g} there)" if final else
+                    f"SFT prior lost at exact >= {sft_exact:g}", lost, f">= {sft_lost:g}",
                     _at_least(lost, sft_lost), at["step"])
             else:
-                add("C2", seed, "SFT prior lost at its best exact (target accuracy not reached)",
+                add("C2", seed, f"SFT prior lost at {'the end' if final else 'its best exact'} (target accuracy not "
+                    "reached)",
                     round(base - best["prior_mean"], 9), f">= {sft_lost:g}", None, best["step"])
         rft_run = run_of(rft, seed)
         if rft_run is not None:
@@ -176,7 +200,8 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
             ro = run_of(method, seed)
             if ro is None:
                 continue
-            quantity = f"SFT on {source}: steps to RFT's final exact"
+            quantity = (f"SFT on {source}: step by which it has RFT's final exact" if final
+                        else f"SFT on {source}: steps to RFT's final exact")
             if rft_run is None:
                 add("C5", seed, quantity + " (no RFT run)", np.nan, "", None, np.nan)
                 continue
@@ -216,11 +241,12 @@ def claims_markdown(table: pd.DataFrame) -> str:
             # losses to 3 places: a 50-item probe moves the mean by a third of a point, and a loss of 0.033
             # against a target of 0.03 must not print as 0.03
             digits = 3 if "lost" in quantity else 2
+            steps = "steps to" in quantity or "step by which" in quantity  # a count of steps, not an accuracy
             if pd.isna(r["value"]):
-                value = "never" if pd.isna(r["step"]) else f"not by step {r['step']:.0f}"
+                value = f"not by step {r['step']:.0f}" if steps and not pd.isna(r["step"]) else "-"
             else:
-                value = f"{r['value']:.0f}" if "steps" in quantity else f"{r['value']:.{digits}f}"
-            step = "" if pd.isna(r["step"]) or "steps" in quantity else f" (step {r['step']:.0f})"
+                value = f"{r['value']:.0f}" if steps else f"{r['value']:.{digits}f}"
+            step = "" if pd.isna(r["step"]) or steps else f" (step {r['step']:.0f})"
             met = {True: " yes", False: " no"}.get(r["met"], " n/a")
             cells.append(value + step + met)
         body.append(f"| {claim} | {quantity} | {target} | " + " | ".join(cells) + " |")

@@ -40,7 +40,8 @@ class RunConfig:
     eval_prior: int = 100  # held-out items per prior skill (pocket)
     eval_kl: int = 32  # held-out prompts for KL(pi_0 || pi), 4 samples each
     # a larger probe of the base (step 0) and the final model: this many held-out puzzles per grid and items per
-    # prior skill, rows probe/<metric> (0: none); the verdicts of the study are read on it (analysis.final_probe)
+    # prior skill, rows probe/<metric> (0: that part not probed); the study's verdicts are read on it
+    # (analysis.final_probe)
     probe_jigsaw: int = 0
     probe_prior: int = 0
     save_steps: list = field(default_factory=list)  # keep model checkpoints at these steps (dynamics)
@@ -139,9 +140,10 @@ PRESETS = {
         # steps. KL beta 0.1, not the paper's 0.04: with 0.04 (make reproduce of a12e707) RFT reached 0.65-0.66
         # exact but lost 3.0-3.7 points, its KL and its forgetting growing together after step 150; 0.1 was tried
         # after seeing that, on 3 seeds (0.70 / 0.63 / 0.65 exact, 2.0 / 1.7 / 1.0 points lost, KL 1.3-1.7).
-        # SFT on rollouts: 1/5 of RFT's steps (C5; 60 since RFT runs 300), at lr 1e-4. Until session 18 it was SFT's lr (3e-4) on other
-        # data; at 3e-4 it lost 6.0-7.1 points on the larger probes (make reproduce of 9311e56), at 1e-4 (session
-        # 17, 3 seeds, exploratory) 2.2-3.3 at RFT's accuracy (.575 / .570 / .568 against RFT's .615 / .555 / .553).
+        # SFT on rollouts: 1/5 of RFT's steps (C5; 60 since RFT runs 300), at lr 1e-4. Until session 18 it was
+        # SFT's lr (3e-4) on other data; at 3e-4 it lost 6.0-7.1 points on the larger probes (make reproduce of
+        # 9311e56), at 1e-4 (session 17, 3 seeds, 40 steps, exploratory) 2.2-3.3 at RFT's accuracy (.575 / .570 /
+        # .568 against RFT's .615 / .555 / .553).
         # The same lr on ground-truth answers (the sweep's sft_lr0.0001, seed 0) lost 4.3 points by step 50 at
         # 0.63 exact: at one lr the rollouts still forget less. SFT on answers stays at 3e-4: at 1e-4 it does not
         # reach 0.9 in 200 steps (0.74 best).

@@ -190,15 +190,16 @@ def measure(model, processor, cfg, n_jigsaw: int, n_prior: int, *, axes: bool = 
     Greedy answers to ``n_jigsaw`` held-out puzzles per grid of ``cfg.grids``, drawn in the run's puzzle world
     (``jigsaw_exact``, ``jigsaw_hit``, ``jigsaw_well_formed`` and, with ``axes``, ``jigsaw_row_hit`` and
     ``jigsaw_col_hit``: means over grids, and ``jigsaw_<metric>/<rows>x<cols>`` per grid when there are several),
-    then ``n_prior`` items of every prior skill in the current world (``prior/<skill>``, ``prior_mean``;
-    none when ``n_prior`` is 0). :class:`tracking.Tracker` calls it with the run's own sizes and :func:`probe`
+    then ``n_prior`` items of every prior skill in the current world (``prior/<skill>``, ``prior_mean``). A size of
+    0 measures none of that part. :class:`tracking.Tracker` calls it with the run's own sizes and :func:`probe`
     with larger ones, so the two are the same measurement on sets of different size."""
     pairs = []
-    with cfg.in_puzzle_world():  # held-out puzzles in the run's puzzle world; prior skills below in the caller's
-        jig = evaluate_jigsaw(model, processor, [tuple(g) for g in cfg.grids], n_jigsaw, samples=0,
-                              image_size=cfg.image_size, answer_format=cfg.answer_format,
-                              max_new_tokens=cfg.max_completion_length, progress=progress, axes=axes)
-    for metric in ("exact", "hit", "well_formed") + (("row_hit", "col_hit") if axes else ()):
+    if n_jigsaw:
+        with cfg.in_puzzle_world():  # held-out puzzles in the run's puzzle world; prior skills below in the caller's
+            jig = evaluate_jigsaw(model, processor, [tuple(g) for g in cfg.grids], n_jigsaw, samples=0,
+                                  image_size=cfg.image_size, answer_format=cfg.answer_format,
+                                  max_new_tokens=cfg.max_completion_length, progress=progress, axes=axes)
+    for metric in (("exact", "hit", "well_formed") + (("row_hit", "col_hit") if axes else ())) if n_jigsaw else ():
         per_grid = jig[jig.metric == metric]
         pairs.append((f"jigsaw_{metric}", float(per_grid["value"].mean())))
         if len(per_grid) > 1:
@@ -213,8 +214,8 @@ def measure(model, processor, cfg, n_jigsaw: int, n_prior: int, *, axes: bool = 
 
 def probe(model, processor, cfg, n_jigsaw: int = 400, n_per_skill: int = 200, *, progress: bool = True) -> pd.DataFrame:
     """A model measured as a run's tracker measures it (:func:`measure`), on larger held-out sets, in the base's
-    world (``cfg.base``): rows ``metric, value`` (``jigsaw_exact``, ``jigsaw_hit``, ``jigsaw_well_formed``,
-    ``prior/<skill>``, ``prior_mean``).
+    world (``cfg.base``): rows ``metric, value`` (``jigsaw_exact``, ``jigsaw_hit``, ``jigsaw_well_formed``, and
+    ``jigsaw_<metric>/<rows>x<cols>`` per grid when there are several; ``prior/<skill>``, ``prior_mean``).
 
     A run's own probes are small (pocket: 100 puzzles, 50 items per skill; a 100-puzzle exact has a standard error
     of about 0.05 near 0.6), and the puzzle set is seeded and grows by extension (its first ``cfg.eval_jigsaw``

@@ -43,6 +43,15 @@ TRAIN_KEYS = ("loss", "reward", "reward_std", "entropy", "frac_reward_zero_std",
               "completions/mean_length", "mean_token_accuracy")
 
 
+def _fingerprint(base: str) -> list:
+    """The base's name and, for a checkpoint directory, every file's name, size and time: a base retrained or
+    copied in place is measured again."""
+    path = Path(base)
+    if not path.is_dir():
+        return [base]
+    return [base] + [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(path.iterdir()) if p.is_file()]
+
+
 class Tracker(TrainerCallback):
     def __init__(self, cfg, processor, output_dir, *, prior: bool = True, progress: bool = False):
         self.cfg, self.processor, self.progress, self.prior = cfg, processor, progress, prior
@@ -83,13 +92,11 @@ class Tracker(TrainerCallback):
         for metric, value in evaluate.measure(model, self.processor, cfg, cfg.eval_jigsaw,
                                               cfg.eval_prior if self.prior else 0, progress=self.progress):
             self._add(step, metric, value)
-        if (step == 0 or final) and (cfg.probe_jigsaw or cfg.probe_prior):
+        if (step == 0 or final) and (cfg.probe_jigsaw or (cfg.probe_prior and self.prior)):
             # the larger final probe: the base and the run's last model, on more puzzles and items
-            sizes = (cfg.probe_jigsaw or cfg.eval_jigsaw, cfg.probe_prior if self.prior else 0)
-            weights = Path(cfg.base) / "model.safetensors"  # a base retrained in place is measured again
-            key = json.dumps([cfg.base, weights.stat().st_mtime_ns if weights.exists() else None, cfg.puzzle_world,
-                              cfg.grids, cfg.image_size, cfg.answer_format, cfg.max_completion_length, sizes],
-                             sort_keys=True)
+            sizes = (cfg.probe_jigsaw, cfg.probe_prior if self.prior else 0)
+            key = json.dumps([_fingerprint(cfg.base), cfg.puzzle_world, cfg.grids, cfg.image_size, cfg.answer_format,
+                              cfg.max_completion_length, sizes], sort_keys=True)
             pairs = _BASE_PROBES.get(key) if step == 0 else None
             if pairs is None:
                 pairs = evaluate.measure(model, self.processor, cfg, *sizes, axes=False, progress=self.progress)

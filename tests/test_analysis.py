@@ -145,7 +145,8 @@ def test_final_probe_is_read_as_a_run_of_two_evaluations():
     probe.loc[(probe.method == "rft") & (probe.step == 20) & (probe.metric == "probe/prior_mean"), "value"] = 0.76
     view = analysis.final_probe(pd.concat([m, probe]))
     assert set(view.metric) == set(m.metric) and sorted(view.step.unique()) == [0, 20]
-    t = analysis.claims(view)
+    t = analysis.claims(view, final=True)
+    assert {"SFT final exact", "SFT prior lost at the end (exact >= 0.9 there)"} <= set(t.quantity)
     rft = t[t.claim == "C3"].set_index(["seed", "quantity"])
     assert rft.loc[(0, "RFT final exact"), "value"] == pytest.approx(0.55) and not rft.loc[(0, "RFT final exact"), "met"]
     assert rft.loc[(0, "RFT prior lost at the end"), "value"] == pytest.approx(0.04)
@@ -164,3 +165,23 @@ def test_claims_say_when_rollouts_fall_short_by_their_last_step():
     c5 = t[(t.claim == "C5") & (t.seed == 0)].iloc[0]
     assert np.isnan(c5["value"]) and c5["step"] == 20 and c5.met == False  # noqa: E712 (numpy bool)
     assert "not by step 20 no" in analysis.claims_markdown(t)
+
+
+def test_final_probe_leaves_out_runs_not_probed_at_both_ends():
+    m = synthetic()
+    ends = m[m.step.isin([0, 20])]
+    probe = ends.assign(metric="probe/" + ends.metric)
+    resumed = (probe.method == "rft") & (probe.seed == 1) & (probe.step == 0)  # resumed from an older table
+    stopped = (probe.method == "sft") & (probe.seed == 0) & (probe.step == 20)  # stopped before its last step
+    with pytest.warns(UserWarning, match=r"\('rft', 1\).*\('sft', 0\)"):
+        view = analysis.final_probe(pd.concat([m, probe[~resumed & ~stopped]]))
+    assert set(zip(view.method, view.seed)) == {("sft", 1), ("rft", 0)}
+
+
+def test_claims_without_prior_rows_are_undecided_and_printed_as_such():
+    m = synthetic()
+    t = analysis.claims(m[~m.metric.str.startswith("prior")])
+    c3 = t[(t.claim == "C3") & (t.quantity == "RFT prior lost at the end")]
+    assert c3.met.isna().all() and c3.value.isna().all()
+    line = [x for x in analysis.claims_markdown(t).splitlines() if "RFT prior lost" in x][0]
+    assert "not by step" not in line and "| - (step 20) n/a |" in line
