@@ -6,7 +6,10 @@
 
 Executed copies go to ``runs/``. Unlike papermill, which only warns, a parameter that a notebook's
 ``parameters`` cell does not define is an error, so a misspelled setting cannot run silently with
-its default. The first failing cell stops the run (papermill raises ``PapermillExecutionError``).
+its default. The first failing cell stops the run (papermill raises ``PapermillExecutionError``). A notebook
+that declares an ``interactive`` parameter gets ``interactive=False`` unless it is set: its widgets are drawn
+once, as no one is there to move them, and a widget cell can hang papermill's client (jupyter/nbclient#312; it
+hung ``make reproduce`` once in session 18).
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ def run(notebook: str | Path, parameters: dict | None = None, output_dir: Path |
         raise ValueError(
             f"unknown parameter(s) {unknown} for {notebook.name}; its parameters are: {', '.join(known)}"
         )
+    if "interactive" in known:
+        parameters.setdefault("interactive", False)
     output_dir = Path(output_dir) if output_dir is not None else paths.RUNS
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / notebook.name

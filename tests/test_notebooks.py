@@ -30,6 +30,22 @@ def test_unknown_parameter_is_an_error_before_anything_runs(tmp_path):
         notebooks.run(NOTEBOOKS[0], {"rowz": 2}, output_dir=tmp_path)
 
 
+def test_batch_runs_draw_widgets_once(tmp_path, monkeypatch):
+    import papermill
+
+    seen = {}
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, out, parameters, **kw: seen.update(parameters))
+    puzzles_nb = notebooks.find("01")
+    assert "interactive" in notebooks.parameters_of(puzzles_nb)
+    notebooks.run(puzzles_nb, {"smoke": True}, output_dir=tmp_path)
+    assert seen == {"smoke": True, "interactive": False}  # a widget cell can hang papermill (jupyter/nbclient#312)
+    notebooks.run(puzzles_nb, {"interactive": True}, output_dir=tmp_path)
+    assert seen["interactive"] is True
+    seen.clear()
+    notebooks.run(notebooks.find("04"), {}, output_dir=tmp_path)  # no such parameter: none added
+    assert seen == {}
+
+
 def test_unknown_notebook_names_the_known_ones():
     with pytest.raises(FileNotFoundError, match="01_puzzles"):
         notebooks.find("99")
