@@ -122,7 +122,7 @@ _POCKET_PUZZLES = dict(puzzle_world={"light_left_rate": 1.0})
 # outside the tower. So RFT's lr is 1e-4, with beta 0.2 in session 17 (3 seeds: 0.61 / 0.61 / 0.64 exact at step
 # 200, 0.7 / -1.0 / -2.3 points lost on the runs' probes; on larger ones, evaluate.probe: 0.615 / 0.555 / 0.553
 # exact, 3.7 / 2.0 / 2.7 points lost, so C3 in no seed). On the larger probes, 300 steps at beta 0.2 gave 0.678 /
-# 0.673 / 0.695 exact with 5.4 / 3.7 / 5.8 points lost, and 300 steps at beta 0.3 (sessions 17-18) 0.635 / 0.652 /
+# 0.673 / 0.695 exact with 5.4 / 3.7 / 5.8 points lost, and 300 steps at beta 0.3 (sessions 17-18) 0.635 / 0.653 /
 # 0.650 with 4.8 / 2.5 / 2.7 lost: C3 in seeds 1 and 2. So since session 18 beta is 0.3 and RFT runs 300 steps
 # (chosen on these seeds and probes). The paper trains Qwen's tower (the paper presets do). README, "The vision
 # tower" and "Where it stands".
