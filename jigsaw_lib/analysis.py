@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 PRIOR = "prior/"
+PROBE = "probe/"  # prefix of the larger probe's rows, written by tracking.Tracker at step 0 and the last step
 
 
 def curves(metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -85,7 +86,7 @@ def at_matched_accuracy(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
-def final_probe(metrics: pd.DataFrame, prefix: str = "probe/") -> pd.DataFrame:
+def final_probe(metrics: pd.DataFrame, prefix: str = PROBE) -> pd.DataFrame:
     """The larger probe's rows (the base at step 0 and each run's last model; ``RunConfig.probe_jigsaw``,
     ``probe_prior``) under the names of the runs' own rows, so every function here reads them as a run of two
     evaluations: ``claims(final_probe(metrics), final=True)`` judges the targets on them, ``forgetting_table`` gives
@@ -96,16 +97,13 @@ def final_probe(metrics: pd.DataFrame, prefix: str = "probe/") -> pd.DataFrame:
     m = metrics[metrics.metric.str.startswith(prefix)]
     if m.empty:
         raise ValueError(f"no {prefix}* rows: the runs were made without a larger probe (probe_jigsaw, probe_prior)")
-    last = metrics[~metrics.metric.str.startswith(prefix) & (metrics.metric == "jigsaw_exact")]
-    last = last.groupby(["method", "seed"])["step"].max()
-    keep, dropped = [], []
-    for (method, seed), run in m.groupby(["method", "seed"]):
-        steps = set(run.step)
-        end = last.get((method, seed))
-        (keep if 0 in steps and end is not None and end in steps else dropped).append((method, seed))
-    if dropped:
-        warnings.warn(f"final_probe: left out runs not probed at step 0 and at their last step: {dropped}")
-    m = m[pd.Series(list(zip(m.method, m.seed)), index=m.index).isin(keep)]
+    last = metrics[metrics.metric == "jigsaw_exact"].groupby(["method", "seed"])["step"].max()
+    probed = m.groupby(["method", "seed"])["step"].agg(set)
+    ends = pd.Series({run: {0, last.get(run)} <= steps for run, steps in probed.items()}, dtype=bool)
+    if not ends.all():
+        warnings.warn(f"final_probe: left out runs not probed at step 0 and at their last step: "
+                      f"{list(ends[~ends].index)}")
+    m = m[pd.MultiIndex.from_frame(m[["method", "seed"]]).isin(ends[ends].index)]
     return m.assign(metric=m.metric.str.removeprefix(prefix))
 
 

@@ -199,12 +199,12 @@ def measure(model, processor, cfg, n_jigsaw: int, n_prior: int, *, axes: bool = 
             jig = evaluate_jigsaw(model, processor, [tuple(g) for g in cfg.grids], n_jigsaw, samples=0,
                                   image_size=cfg.image_size, answer_format=cfg.answer_format,
                                   max_new_tokens=cfg.max_completion_length, progress=progress, axes=axes)
-    for metric in (("exact", "hit", "well_formed") + (("row_hit", "col_hit") if axes else ())) if n_jigsaw else ():
-        per_grid = jig[jig.metric == metric]
-        pairs.append((f"jigsaw_{metric}", float(per_grid["value"].mean())))
-        if len(per_grid) > 1:
-            pairs += [(f"jigsaw_{metric}/{r.skill.removeprefix('jigsaw_')}", float(r.value))
-                      for r in per_grid.itertuples()]
+        for metric in ("exact", "hit", "well_formed") + (("row_hit", "col_hit") if axes else ()):
+            per_grid = jig[jig.metric == metric]
+            pairs.append((f"jigsaw_{metric}", float(per_grid["value"].mean())))
+            if len(per_grid) > 1:
+                pairs += [(f"jigsaw_{metric}/{r.skill.removeprefix('jigsaw_')}", float(r.value))
+                          for r in per_grid.itertuples()]
     if n_prior:
         skills = evaluate_skills(model, processor, n_prior, image_size=cfg.image_size, progress=progress)
         pairs += [(f"prior/{r.skill}", float(r.value)) for r in skills.itertuples()]

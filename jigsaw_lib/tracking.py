@@ -31,10 +31,10 @@ import torch
 from transformers import TrainerCallback
 
 from . import evaluate
+from .analysis import PROBE
 from .dynamics import KLProbe
 from .models import load, save
 
-PROBE = "probe/"  # prefix of the larger probe's rows (step 0 and the last step; RunConfig.probe_jigsaw, probe_prior)
 # the base model's larger probe, per base and probe setting: greedy answers are deterministic, so the runs of one
 # process (notebook 02's dozen) measure the base once
 _BASE_PROBES: dict[str, list] = {}
@@ -95,9 +95,11 @@ class Tracker(TrainerCallback):
         if (step == 0 or final) and (cfg.probe_jigsaw or (cfg.probe_prior and self.prior)):
             # the larger final probe: the base and the run's last model, on more puzzles and items
             sizes = (cfg.probe_jigsaw, cfg.probe_prior if self.prior else 0)
-            key = json.dumps([_fingerprint(cfg.base), cfg.puzzle_world, cfg.grids, cfg.image_size, cfg.answer_format,
-                              cfg.max_completion_length, sizes], sort_keys=True)
-            pairs = _BASE_PROBES.get(key) if step == 0 else None
+            pairs = key = None
+            if step == 0:
+                key = json.dumps([_fingerprint(cfg.base), cfg.puzzle_world, cfg.grids, cfg.image_size,
+                                  cfg.answer_format, cfg.max_completion_length, sizes], sort_keys=True)
+                pairs = _BASE_PROBES.get(key)
             if pairs is None:
                 pairs = evaluate.measure(model, self.processor, cfg, *sizes, axes=False, progress=self.progress)
                 if step == 0:
