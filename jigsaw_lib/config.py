@@ -140,18 +140,19 @@ PRESETS = {
         # steps. KL beta 0.1, not the paper's 0.04: with 0.04 (make reproduce of a12e707) RFT reached 0.65-0.66
         # exact but lost 3.0-3.7 points, its KL and its forgetting growing together after step 150; 0.1 was tried
         # after seeing that, on 3 seeds (0.70 / 0.63 / 0.65 exact, 2.0 / 1.7 / 1.0 points lost, KL 1.3-1.7).
-        # SFT on rollouts: 1/5 of RFT's steps (C5; 60 since RFT runs 300), at lr 1e-4. Until session 18 it was
-        # SFT's lr (3e-4) on other data; at 3e-4 it lost 6.0-7.1 points on the larger probes (make reproduce of
-        # 9311e56), at 1e-4 (session 17, 3 seeds, 40 steps, exploratory) 2.2-3.3 at RFT's accuracy (.575 / .570 /
-        # .568 against RFT's .615 / .555 / .553).
-        # The same lr on ground-truth answers (the sweep's sft_lr0.0001, seed 0) lost 4.3 points by step 50 at
-        # 0.63 exact: at one lr the rollouts still forget less. SFT on answers stays at 3e-4: at 1e-4 it does not
-        # reach 0.9 in 200 steps (0.74 best).
+        # SFT on rollouts: 1/5 of RFT's steps (C5; 60 since RFT runs 300). Until session 18 it was SFT's lr (3e-4)
+        # on other data; at 3e-4 it lost 6.0-7.1 points on the larger probes (make reproduce of 9311e56). Session
+        # 18 shipped 1e-4 with 32 rollouts a step from 512 puzzles: 0.55-0.60 exact, 3.3-3.8 lost, short of RFT's
+        # 0.635-0.653 in every seed. With the direct answer format a correct rollout is the puzzle's own answer, so
+        # 512 puzzles gave only 469 distinct examples, each seen 4 times in 60 steps. Session 19 (seed 0, larger
+        # probe): 2048 puzzles x 4 rollouts (1627 examples), 64 a step (RFT's 8 prompts x 8 rollouts): 0.620 exact,
+        # 3.4 lost at 1e-4; 0.675, 7.3 at 2e-4; 0.655, 4.3 at 1.5e-4 (seeds 1 and 2: 0.660, 6.1; 0.677, 3.7).
+        # SFT on answers stays at 3e-4: at 1e-4 it does not reach 0.9 in 200 steps (0.74 best).
         "sft": dict(learning_rate=3e-4, max_steps=200, batch_size=32, **_POCKET_EVAL, **_POCKET_PUZZLES,
                     **_POCKET_TOWER),
         "rft": dict(learning_rate=1e-4, max_steps=300, batch_size=8, num_generations=8, beta=0.3, **_POCKET_EVAL,
                     **_POCKET_PUZZLES, **_POCKET_TOWER),
-        "rollout_sft": dict(learning_rate=1e-4, max_steps=60, batch_size=32, n_train=512,
+        "rollout_sft": dict(learning_rate=1.5e-4, max_steps=60, batch_size=64, n_train=2048, rollouts_per_prompt=4,
                             **{**_POCKET_EVAL, "eval_every": 10}, **_POCKET_PUZZLES, **_POCKET_TOWER),
     },
     "paper": {
