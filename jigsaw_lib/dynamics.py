@@ -249,10 +249,8 @@ def study_sources(data, *, rft_final=None, rft_early=None, per_prompt: int = 8, 
         if not checkpoint:
             stats[name] = "no checkpoint given"
             continue
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            rollouts, stats[name] = collect_rollouts(checkpoint, data, per_prompt, max_new_tokens=max_new_tokens,
-                                                     answer_format=data[0]["answer_format"], progress=progress)
+        rollouts, stats[name] = collect_rollouts(checkpoint, data, per_prompt, max_new_tokens=max_new_tokens,
+                                                 answer_format=data[0]["answer_format"], progress=progress, seed=seed)
         if len(rollouts):
             sources[name] = Samples.from_dataset(rollouts)
     sources["reasoning"] = reasoning_samples(data)

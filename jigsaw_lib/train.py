@@ -125,6 +125,8 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
         # config._name_or_path must stay the base model, not the checkpoint.
         model, _ = load(last, dtype=torch.float32)
         model.config._name_or_path = str(cfg.base)
+        if json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] >= cfg.max_steps:
+            return _finished(cfg, out, model, processor)
     if cfg.freeze_vision:
         freeze_vision_tower(model)
     tracker = Tracker(cfg, processor, out, prior=prior, progress=progress)
@@ -148,6 +150,26 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
     if trainer.is_world_process_zero():
         processor.save_pretrained(out / "final")
     return RunResult(cfg, out, tracker.table())
+
+
+def _finished(cfg, out, model, processor):
+    """A run whose last checkpoint is its last step: its weights and metrics as they are.
+
+    Training it again would take one more, unmeasured step (transformers 5.24 resumes inside the last
+    epoch when max_steps is not a multiple of the steps per epoch, and stops only after the next step).
+    """
+    import pandas as pd
+    from accelerate import PartialState
+
+    from .models import save
+
+    if PartialState().is_main_process and not (out / "final" / "config.json").exists():
+        save(model, processor, out / "final")
+    metrics = pd.read_csv(out / "metrics.csv") if (out / "metrics.csv").exists() else None
+    if metrics is None or cfg.max_steps not in set(metrics.step):
+        raise FileNotFoundError(f"{out} holds a checkpoint of step {cfg.max_steps} but no metrics of that step in "
+                                "metrics.csv: run it again without resume")
+    return RunResult(cfg, out, metrics[metrics.step <= cfg.max_steps].reset_index(drop=True))
 
 
 @dataclass
@@ -197,11 +219,12 @@ def run_rft(cfg, output_dir=None, *, resume: bool = False, prior: bool = True, p
 
 
 def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float = 1.0, max_new_tokens: int = 24,
-                     answer_format: str = "direct", progress: bool = True):
+                     answer_format: str = "direct", progress: bool = True, seed: int = 0):
     """Sample ``per_prompt`` rollouts per puzzle from a checkpoint; keep the distinct exactly-right ones.
 
     Returns ``(dataset, stats)``: an SFT dataset whose ``completion`` is a correct rollout of the
-    model (rejection sampling), and the acceptance numbers.
+    model (rejection sampling), and the acceptance numbers. The sampling is seeded by ``seed``: the
+    rollouts do not depend on what the process ran before, and the process's random state is left as it was.
     """
     from datasets import Dataset
 
@@ -213,9 +236,11 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
 
     model, processor = load(checkpoint)
     model.to(PartialState().device)  # sample on the GPU where there is one (the process's own under accelerate)
-    sampled = generate(model, processor, list(data["prompt"]), list(data["image"]), max_new_tokens=max_new_tokens,
-                       do_sample=True, temperature=temperature, num_samples=per_prompt, progress=progress,
-                       desc="rollouts")
+    with torch.random.fork_rng():  # the caller's random state stays as it was
+        torch.manual_seed(seed)
+        sampled = generate(model, processor, list(data["prompt"]), list(data["image"]),
+                           max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
+                           num_samples=per_prompt, progress=progress, desc="rollouts")
     del model  # free the accelerator before the SFT run loads its own copy
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -238,7 +263,8 @@ def run_rollout_sft(cfg, output_dir=None, *, resume: bool = False, prior: bool =
     if not cfg.rollouts_from:
         raise ValueError("rollout_sft needs rollouts_from: the RFT checkpoint whose correct rollouts to learn from")
     data, stats = collect_rollouts(cfg.rollouts_from, train_dataset(cfg), cfg.rollouts_per_prompt,
-                                   cfg.rollout_temperature, cfg.max_completion_length, cfg.answer_format, progress)
+                                   cfg.rollout_temperature, cfg.max_completion_length, cfg.answer_format, progress,
+                                   seed=cfg.seed)
     if len(data) == 0:
         raise ValueError(f"{cfg.rollouts_from} produced no correct rollout on {stats['prompts']} puzzles "
                          f"({stats['rollouts']} samples): train RFT longer or sample more")

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from jigsaw_lib import config, train, world
+from jigsaw_lib import config, models, train, world
 from jigsaw_lib.models import TINY
 
 pytestmark = pytest.mark.slow
@@ -119,6 +119,19 @@ def test_interrupted_run_resumes_to_the_same_metrics(tiny_pocket_dir, tmp_path):
     pd.testing.assert_series_equal(_values(full), _values(resumed), check_exact=False, rtol=1e-4, atol=1e-5)
 
 
+def test_resuming_a_finished_run_changes_nothing(tiny_pocket_dir, tmp_path):
+    # 32 puzzles, 4 a step: 4 steps end inside the first epoch, where transformers 5.24 would resume the
+    # finished run and take a fifth, unmeasured step
+    cfg = tiny("sft", tiny_pocket_dir)
+    done = train.run_sft(cfg, tmp_path / "run", progress=False)
+    before = {k: v.clone() for k, v in models.load(done.final)[0].state_dict().items()}
+    again = train.run_sft(cfg, tmp_path / "run", progress=False, resume=True)
+    after = models.load(again.final)[0].state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    pd.testing.assert_frame_equal(done.metrics, again.metrics, check_dtype=False)
+    assert again.metrics.step.max() == cfg.max_steps
+
+
 def test_rft_run_logs_rewards_and_collapse_signals(tiny_pocket_dir, tmp_path):
     result = train.run_rft(tiny("rft", tiny_pocket_dir, max_steps=2), tmp_path / "rft", progress=False)
     metrics = set(result.metrics.metric)
@@ -146,6 +159,24 @@ def test_collect_rollouts_keeps_distinct_correct_ones(tiny_pocket_dir, monkeypat
     assert texts == [f"<answer>{sol[0]}</answer>", f"<answer>{sol[2]}</answer>", f" <answer>{sol[2]}</answer>"]
     assert kept["solution"] == [data["solution"][0], data["solution"][2], data["solution"][2]]
     assert stats == {"prompts": 3, "rollouts": 9, "correct_distinct": 3, "prompts_with_correct": 2}
+
+
+def test_collect_rollouts_is_seeded(tiny_pocket_dir, monkeypatch):
+    # the same rollouts whatever the process drew before, and the process's random state left as it was
+    data = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=8))
+    sol = [" ".join(map(str, s)) for s in data["solution"]]
+
+    def fake(model, processor, prompts, images, num_samples=1, **kw):
+        return [[f"<answer>{sol[i]}</answer>" if torch.rand(1).item() < 0.5 else "<answer>1</answer>"
+                 for _ in range(num_samples)] for i in range(len(prompts))]
+
+    monkeypatch.setattr("jigsaw_lib.evaluate.generate", fake)
+    first = train.collect_rollouts(tiny_pocket_dir, data, per_prompt=2, progress=False, seed=3)[0]
+    torch.rand(100)
+    state = torch.get_rng_state()
+    second = train.collect_rollouts(tiny_pocket_dir, data, per_prompt=2, progress=False, seed=3)[0]
+    assert first["solution"] == second["solution"] and first["completion"] == second["completion"]
+    assert torch.equal(state, torch.get_rng_state())
 
 
 def test_cli_under_accelerate_launch_with_two_cpu_processes(tiny_pocket_dir, tmp_path):
