@@ -144,9 +144,10 @@ PRESETS = {
         # on other data; at 3e-4 it lost 6.0-7.1 points on the larger probes (make reproduce of 9311e56). Session
         # 18 shipped 1e-4 with 32 rollouts a step from 512 puzzles: 0.55-0.60 exact, 3.3-3.8 lost, short of RFT's
         # 0.635-0.653 in every seed. With the direct answer format a correct rollout is the puzzle's own answer, so
-        # 512 puzzles gave only 469 distinct examples, each seen 4 times in 60 steps. Session 19 (seed 0, larger
-        # probe): 2048 puzzles x 4 rollouts (1627 examples), 64 a step (RFT's 8 prompts x 8 rollouts): 0.620 exact,
-        # 3.4 lost at 1e-4; 0.675, 7.3 at 2e-4; 0.655, 4.3 at 1.5e-4 (seeds 1 and 2: 0.660, 6.1; 0.677, 3.7).
+        # 512 puzzles gave only 469 distinct examples, each seen 4 times in 60 steps. Session 19's exploratory
+        # runs (seed 0, larger probe, rollouts not yet seeded): 2048 puzzles x 4 rollouts (about 1620 examples),
+        # 64 a step (RFT's 8 prompts x 8 rollouts): 0.620 exact, 3.4 lost at 1e-4; 0.675, 7.3 at 2e-4; 0.655, 4.3
+        # at 1.5e-4, chosen on seed 0 (then seeds 1 and 2: 0.660 with 6.1 lost, over C5's 5; 0.677, 3.7).
         # SFT on answers stays at 3e-4: at 1e-4 it does not reach 0.9 in 200 steps (0.74 best).
         "sft": dict(learning_rate=3e-4, max_steps=200, batch_size=32, **_POCKET_EVAL, **_POCKET_PUZZLES,
                     **_POCKET_TOWER),

@@ -87,10 +87,18 @@ def train_dataset(cfg, n: int | None = None):
                                      answer_format=cfg.answer_format)
 
 
-def _output_dir(cfg, output_dir):
+def _run_dir(cfg, output_dir) -> Path:
     from . import paths
 
-    out = Path(output_dir) if output_dir else paths.CHECKPOINTS / "runs" / f"{cfg.label}-seed{cfg.seed}"
+    return Path(output_dir) if output_dir else paths.CHECKPOINTS / "runs" / f"{cfg.label}-seed{cfg.seed}"
+
+
+def _last_checkpoint(out: Path, resume: bool) -> str | None:
+    return get_last_checkpoint(str(out / "trainer")) if resume and (out / "trainer").exists() else None
+
+
+def _output_dir(cfg, output_dir):
+    out = _run_dir(cfg, output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
     return out
@@ -114,7 +122,9 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
     from .tracking import Tracker
 
     out = _output_dir(cfg, output_dir)
-    last = get_last_checkpoint(str(out / "trainer")) if resume and (out / "trainer").exists() else None
+    last = _last_checkpoint(out, resume)
+    if last and (done := _finished(cfg, out, last)):
+        return done
     # fp32 master weights: bf16 weights would round GRPO's 1e-6 updates away (bf16 autocast still applies on GPU)
     model, processor = load(cfg.base, dtype=torch.float32)
     if last:
@@ -125,8 +135,6 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
         # config._name_or_path must stay the base model, not the checkpoint.
         model, _ = load(last, dtype=torch.float32)
         model.config._name_or_path = str(cfg.base)
-        if json.loads((Path(last) / "trainer_state.json").read_text())["global_step"] >= cfg.max_steps:
-            return _finished(cfg, out, model, processor)
     if cfg.freeze_vision:
         freeze_vision_tower(model)
     tracker = Tracker(cfg, processor, out, prior=prior, progress=progress)
@@ -152,24 +160,37 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
     return RunResult(cfg, out, tracker.table())
 
 
-def _finished(cfg, out, model, processor):
-    """A run whose last checkpoint is its last step: its weights and metrics as they are.
+def _finished(cfg, out: Path, last: str):
+    """The result of a run whose last checkpoint is its last step (its weights and metrics as they are), or None
+    if the checkpoint is earlier and the run goes on.
 
-    Training it again would take one more, unmeasured step (transformers 5.24 resumes inside the last
-    epoch when max_steps is not a multiple of the steps per epoch, and stops only after the next step).
+    Training a finished run again would take one more, unmeasured step (transformers 5.24 resumes inside the
+    last epoch when max_steps is not a multiple of the steps per epoch, and stops only after the next step).
     """
     import pandas as pd
     from accelerate import PartialState
 
-    from .models import save
+    from .models import load, save
 
-    if PartialState().is_main_process and not (out / "final" / "config.json").exists():
-        save(model, processor, out / "final")
-    metrics = pd.read_csv(out / "metrics.csv") if (out / "metrics.csv").exists() else None
-    if metrics is None or cfg.max_steps not in set(metrics.step):
-        raise FileNotFoundError(f"{out} holds a checkpoint of step {cfg.max_steps} but no metrics of that step in "
-                                "metrics.csv: run it again without resume")
-    return RunResult(cfg, out, metrics[metrics.step <= cfg.max_steps].reset_index(drop=True))
+    step = json.loads((Path(last) / "trainer_state.json").read_text())["global_step"]
+    if step < cfg.max_steps:
+        return None
+    if step > cfg.max_steps:
+        raise ValueError(f"{last} is at step {step}, past max_steps={cfg.max_steps}: resume with "
+                         f"max_steps={step}, or run again without resume")
+    state = PartialState()
+    if state.is_main_process:
+        if not any((out / "final").glob("*.safetensors")):
+            save(*load(last, dtype=torch.float32), out / "final")
+        metrics = pd.read_csv(out / "metrics.csv") if (out / "metrics.csv").exists() else None
+        if metrics is None or step not in set(metrics.step):
+            raise FileNotFoundError(f"{out} holds a checkpoint of step {step} but no metrics of that step in "
+                                    "metrics.csv: run it again without resume")
+        metrics = metrics[metrics.step <= step].reset_index(drop=True)
+    else:  # as in a trained run, only the main process holds the metrics
+        metrics = pd.DataFrame(columns=["method", "seed", "step", "metric", "value"])
+    state.wait_for_everyone()
+    return RunResult(cfg, out, metrics)
 
 
 @dataclass
@@ -224,7 +245,8 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
 
     Returns ``(dataset, stats)``: an SFT dataset whose ``completion`` is a correct rollout of the
     model (rejection sampling), and the acceptance numbers. The sampling is seeded by ``seed``: the
-    rollouts do not depend on what the process ran before, and the process's random state is left as it was.
+    rollouts do not depend on what the process ran before, and torch's random state (CPU and the current
+    GPU) is left as it was.
     """
     from datasets import Dataset
 
@@ -236,7 +258,7 @@ def collect_rollouts(checkpoint, data, per_prompt: int = 8, temperature: float =
 
     model, processor = load(checkpoint)
     model.to(PartialState().device)  # sample on the GPU where there is one (the process's own under accelerate)
-    with torch.random.fork_rng():  # the caller's random state stays as it was
+    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
         torch.manual_seed(seed)
         sampled = generate(model, processor, list(data["prompt"]), list(data["image"]),
                            max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature,
@@ -262,6 +284,10 @@ def run_rollout_sft(cfg, output_dir=None, *, resume: bool = False, prior: bool =
     """SFT from the base model on the correct rollouts of an RFT checkpoint (cfg.rollouts_from)."""
     if not cfg.rollouts_from:
         raise ValueError("rollout_sft needs rollouts_from: the RFT checkpoint whose correct rollouts to learn from")
+    out = _run_dir(cfg, output_dir)
+    last = _last_checkpoint(out, resume)
+    if last and (done := _finished(cfg, out, last)):  # finished: no need to sample its rollouts again
+        return done
     data, stats = collect_rollouts(cfg.rollouts_from, train_dataset(cfg), cfg.rollouts_per_prompt,
                                    cfg.rollout_temperature, cfg.max_completion_length, cfg.answer_format, progress,
                                    seed=cfg.seed)

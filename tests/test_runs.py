@@ -1,5 +1,7 @@
 """The study's three methods end to end on a tiny pocket model: tracked, checkpointed, resumable."""
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -119,17 +121,26 @@ def test_interrupted_run_resumes_to_the_same_metrics(tiny_pocket_dir, tmp_path):
     pd.testing.assert_series_equal(_values(full), _values(resumed), check_exact=False, rtol=1e-4, atol=1e-5)
 
 
-def test_resuming_a_finished_run_changes_nothing(tiny_pocket_dir, tmp_path):
+def test_resuming_a_finished_run_changes_nothing(tiny_pocket_dir, tmp_path, monkeypatch):
     # 32 puzzles, 4 a step: 4 steps end inside the first epoch, where transformers 5.24 would resume the
-    # finished run and take a fifth, unmeasured step
+    # finished run and take a fifth, unmeasured step. Its final model is removed first, as if the run stopped
+    # before writing it: it is written again from the last checkpoint.
     cfg = tiny("sft", tiny_pocket_dir)
     done = train.run_sft(cfg, tmp_path / "run", progress=False)
     before = {k: v.clone() for k, v in models.load(done.final)[0].state_dict().items()}
+    shutil.rmtree(done.final)
     again = train.run_sft(cfg, tmp_path / "run", progress=False, resume=True)
     after = models.load(again.final)[0].state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     pd.testing.assert_frame_equal(done.metrics, again.metrics, check_dtype=False)
     assert again.metrics.step.max() == cfg.max_steps
+    with pytest.raises(ValueError, match="past max_steps=3"):  # a finished run resumed with fewer steps
+        train.run_sft(tiny("sft", tiny_pocket_dir, max_steps=3), tmp_path / "run", progress=False, resume=True)
+    # SFT on rollouts, finished, does not sample its rollouts again
+    monkeypatch.setattr(train, "collect_rollouts", lambda *a, **k: pytest.fail("sampled the rollouts again"))
+    ro = train.run_rollout_sft(tiny("rollout_sft", tiny_pocket_dir, rollouts_from=str(tiny_pocket_dir)),
+                               tmp_path / "run", progress=False, resume=True)
+    pd.testing.assert_frame_equal(done.metrics, ro.metrics, check_dtype=False)
 
 
 def test_rft_run_logs_rewards_and_collapse_signals(tiny_pocket_dir, tmp_path):
@@ -163,7 +174,7 @@ def test_collect_rollouts_keeps_distinct_correct_ones(tiny_pocket_dir, monkeypat
 
 def test_collect_rollouts_is_seeded(tiny_pocket_dir, monkeypatch):
     # the same rollouts whatever the process drew before, and the process's random state left as it was
-    data = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=8))
+    data = train.train_dataset(tiny("sft", tiny_pocket_dir, n_train=16))
     sol = [" ".join(map(str, s)) for s in data["solution"]]
 
     def fake(model, processor, prompts, images, num_samples=1, **kw):
@@ -177,6 +188,8 @@ def test_collect_rollouts_is_seeded(tiny_pocket_dir, monkeypatch):
     second = train.collect_rollouts(tiny_pocket_dir, data, per_prompt=2, progress=False, seed=3)[0]
     assert first["solution"] == second["solution"] and first["completion"] == second["completion"]
     assert torch.equal(state, torch.get_rng_state())
+    other = train.collect_rollouts(tiny_pocket_dir, data, per_prompt=2, progress=False, seed=4)[0]
+    assert other["solution"] != first["solution"]  # the seed is used (a match by chance: about 5e-4)
 
 
 def test_cli_under_accelerate_launch_with_two_cpu_processes(tiny_pocket_dir, tmp_path):
