@@ -17,7 +17,11 @@ held-out evaluation stays in the run's world.
 
 The result is cached: :func:`pretrain` returns the checkpoint directory if one trained with the same
 settings is there, and trains it otherwise (or when asked to ``retrain``). Training is deterministic
-for a seed on a given machine (same data, same initial weights, same order).
+for a seed on a given machine (same data, same initial weights, same order), but not from one machine (or
+version of this code) to the next: ``PretrainConfig()`` retrained in session 20 on a fresh machine gave other
+weights than the base the study had used until then (E18, trained in session 14; a skill moved by up to 6
+points). So the base ``PretrainConfig()`` trains is shipped in the repository, ``checkpoints/pocket-base``
+(11 MB), and the study's results are read from that file; retraining it gives a base like it, not it.
 """
 
 from __future__ import annotations
@@ -317,9 +321,9 @@ def info(out_dir: str | Path = DEFAULT_DIR) -> dict:
 def main(argv=None) -> int:
     """``python -m jigsaw_lib.pretrain [--retrain]``: train (or find) the pocket base model; print its skills.
 
-    The checkpoint is cached in ``checkpoints/pocket-base`` (git-ignored; about 37 minutes on a 2-core
-    CPU); ``--retrain`` trains it again from scratch with the default ``PretrainConfig`` (deterministic
-    for its seed).
+    The checkpoint is shipped in ``checkpoints/pocket-base``, so this only loads it; ``--retrain`` trains
+    it again from scratch with the default ``PretrainConfig`` (30-37 minutes on a 2-core CPU; deterministic
+    for its seed on one machine, but another machine gives other weights) and overwrites the shipped files.
     """
     import argparse
 

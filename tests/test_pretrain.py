@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from jigsaw_lib import pretrain
+from jigsaw_lib import paths, pretrain
 from jigsaw_lib.models import TINY, load
 
 pytestmark = pytest.mark.slow
@@ -34,6 +34,21 @@ def test_pretrain_trains_caches_and_is_deterministic(tmp_path):
     # a different setting is a different checkpoint: retrained, not taken from the cache
     c = pretrain.pretrain(_config(learning_rate=5e-4), tmp_path / "a", progress=False)
     assert json.loads((c / pretrain.INFO).read_text())["config"]["learning_rate"] == 5e-4
+
+
+def test_the_shipped_base_is_what_the_default_config_trains():
+    """The repository ships the pocket base: `make reproduce` loads it instead of training it for 30 minutes, and
+    only while its recorded config is PretrainConfig()'s. Changing the defaults without shipping the base they
+    train would retrain it in every fresh clone (and the results would come from another base)."""
+    shipped = paths.ROOT / "checkpoints" / "pocket-base"
+    assert pretrain._cached(shipped, pretrain.PretrainConfig()), "ship the base PretrainConfig() trains"
+    assert pretrain.info(shipped)["seconds"] > 0
+    from jigsaw_lib.evaluate import evaluate_skills
+
+    model, processor = load(shipped)
+    with pretrain.base_world(shipped):  # the trained weights, not an untrained build: it counts (0.935 on 200)
+        table = evaluate_skills(model, processor, 40, skills=["counting"], progress=False)
+    assert table.value.iloc[0] >= 0.8
 
 
 def test_pretrain_config_errors():
