@@ -22,6 +22,6 @@ def _dir(variable: str, default: str) -> Path:
 
 FIGURES = _dir("JIGSAW_FIGURES", "figures")  # PNG + PDF of every figure, committed
 RESULTS = _dir("JIGSAW_RESULTS", "results")  # tidy CSV tables, committed
-CHECKPOINTS = _dir("JIGSAW_CHECKPOINTS", "checkpoints")  # models built or trained here, git-ignored but the shipped pocket base
+CHECKPOINTS = _dir("JIGSAW_CHECKPOINTS", "checkpoints")  # models built or trained here; git-ignored but the pocket base
 DATA = _dir("JIGSAW_DATA", "data")  # generated datasets saved to disk, git-ignored
 RUNS = _dir("JIGSAW_RUNS", "runs")  # executed notebook copies, git-ignored
