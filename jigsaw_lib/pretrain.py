@@ -318,27 +318,60 @@ def info(out_dir: str | Path = DEFAULT_DIR) -> dict:
     return json.loads(path.read_text())
 
 
+def candidate_dir(seed: int) -> Path:
+    """Where ``python -m jigsaw_lib.pretrain --seed S`` puts a base trained at another seed than the shipped one
+    (a candidate: the shipped files stay as they are, and with them the cache key ``PretrainConfig()``)."""
+    return paths.CHECKPOINTS / f"pocket-base-seed{seed}"
+
+
 def main(argv=None) -> int:
-    """``python -m jigsaw_lib.pretrain [--retrain]``: train (or find) the pocket base model; print its skills.
+    """``python -m jigsaw_lib.pretrain [--retrain] [--seed S]``: train (or find) the pocket base model; print its
+    skills and the jigsaw numbers a base is chosen by.
 
     The checkpoint is shipped in ``checkpoints/pocket-base``, so this only loads it; ``--retrain`` trains
     it again from scratch with the default ``PretrainConfig`` (30-37 minutes on a 2-core CPU; deterministic
     for its seed on one machine, but another machine gives other weights) and overwrites the shipped files.
+    ``--seed S`` trains ``PretrainConfig(seed=S)`` into :func:`candidate_dir` instead (or ``--out-dir``): how
+    candidates for a new base are made, to be chosen by their reachability (2x2 well-formed, pass@8; README,
+    "Why a base is shipped") before one is shipped.
     """
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--retrain", action="store_true", help="train again even if a matching checkpoint exists")
-    parser.add_argument("--out-dir", default=str(DEFAULT_DIR))
+    parser.add_argument("--seed", type=int, default=None, help="train PretrainConfig(seed=SEED), a candidate base")
+    parser.add_argument("--out-dir", default=None, help="default: the shipped base, or a candidate's own folder")
+    parser.add_argument("--n", type=int, default=200, help="held-out items per skill and puzzles per grid")
     args = parser.parse_args(argv)
-    path = pretrain(PretrainConfig(), args.out_dir, retrain=args.retrain)
+    config = PretrainConfig() if args.seed is None else PretrainConfig(seed=args.seed)
+    out_dir = args.out_dir or (DEFAULT_DIR if config.seed == PretrainConfig().seed else candidate_dir(config.seed))
+    path = pretrain(config, out_dir, retrain=args.retrain)
     print(f"base model at {path}: pretraining took {info(path)['seconds']:.0f} s")
-    from .evaluate import evaluate_skills
-
-    model, processor = load(path)
-    with base_world(path):  # its items as it learned them
-        print(evaluate_skills(model, processor, 200).to_string(index=False))
+    print(report(path, args.n).to_string(index=False))
     return 0
+
+
+def report(checkpoint: str | Path, n: int = 200, *, samples: int = 8, progress: bool = True):
+    """A base's held-out numbers: every skill (``accuracy``), and on 2x2 puzzles, in its own world and in the
+    study's puzzle world (``jigsaw_2x2_study``), exact, hit, rows, columns, well-formed, pass@``samples`` and the
+    hit spread (``evaluate.evaluate_jigsaw``): what reachability is judged on."""
+    import pandas as pd
+
+    from .config import make as make_run
+    from .evaluate import evaluate_jigsaw, evaluate_skills
+
+    model, processor = load(checkpoint)
+    size = PretrainConfig.from_json(info(checkpoint)["config"]).spec.image_size
+    study = make_run("rft", "pocket")
+    with base_world(checkpoint):  # its items as it learned them
+        skills = evaluate_skills(model, processor, n, image_size=size, progress=progress)
+        jigsaw = evaluate_jigsaw(model, processor, [(2, 2)], n, samples=samples, image_size=size, axes=True,
+                                 progress=progress)
+        with study.in_puzzle_world():
+            on_study = evaluate_jigsaw(model, processor, [tuple(g) for g in study.grids], n, samples=samples,
+                                       image_size=size, axes=True, progress=progress)
+    on_study["skill"] += "_study"
+    return pd.concat([skills, jigsaw, on_study], ignore_index=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Pretraining the pocket base: real TRL SFT on the skill mixture, cached, deterministic."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -49,6 +50,23 @@ def test_the_shipped_base_is_what_the_default_config_trains():
     with pretrain.base_world(shipped):  # the trained weights, not an untrained build: it counts (0.935 on 200)
         table = evaluate_skills(model, processor, 40, skills=["counting"], progress=False)
     assert table.value.iloc[0] >= 0.8
+
+
+def test_the_command_trains_candidates_at_other_seeds_beside_the_shipped_base(tmp_path, monkeypatch, capsys):
+    """`python -m jigsaw_lib.pretrain --seed S` makes a candidate base in its own folder (the shipped files and
+    their cache key stay), and prints what a base is chosen by: skills and the 2x2 reachability numbers."""
+    tiny = pretrain.pretrain(_config(), tmp_path / "tiny", progress=False)
+    calls = []
+    monkeypatch.setattr(pretrain, "pretrain", lambda config, out_dir, retrain=False: calls.append(
+        (config.seed, Path(out_dir), retrain)) or tiny)
+    monkeypatch.setattr(pretrain.paths, "CHECKPOINTS", tmp_path)
+    assert pretrain.main(["--seed", "5", "--n", "2"]) == 0
+    assert calls == [(5, tmp_path / "pocket-base-seed5", False)]
+    out = capsys.readouterr().out
+    for word in ("counting", "jigsaw_2x2 ", "jigsaw_2x2_study", "well_formed", "pass_at_8", "col_hit"):
+        assert word in out
+    pretrain.main(["--retrain", "--n", "2"])  # the default seed: the shipped base's folder
+    assert calls[-1] == (pretrain.PretrainConfig().seed, pretrain.DEFAULT_DIR, True)
 
 
 def test_pretrain_config_errors():
