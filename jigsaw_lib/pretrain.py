@@ -357,21 +357,32 @@ def report(checkpoint: str | Path, n: int = 200, *, samples: int = 8, progress: 
     hit spread (``evaluate.evaluate_jigsaw``): what reachability is judged on."""
     import pandas as pd
 
-    from .config import make as make_run
     from .evaluate import evaluate_jigsaw, evaluate_skills
 
     model, processor = load(checkpoint)
     size = PretrainConfig.from_json(info(checkpoint)["config"]).spec.image_size
-    study = make_run("rft", "pocket")
     with base_world(checkpoint):  # its items as it learned them
         skills = evaluate_skills(model, processor, n, image_size=size, progress=progress)
         jigsaw = evaluate_jigsaw(model, processor, [(2, 2)], n, samples=samples, image_size=size, axes=True,
                                  progress=progress)
-        with study.in_puzzle_world():
-            on_study = evaluate_jigsaw(model, processor, [tuple(g) for g in study.grids], n, samples=samples,
-                                       image_size=size, axes=True, progress=progress)
-    on_study["skill"] += "_study"
+        on_study = study_jigsaw(model, processor, n, samples=samples, image_size=size, progress=progress)
     return pd.concat([skills, jigsaw, on_study], ignore_index=True)
+
+
+def study_jigsaw(model, processor, n: int = 200, *, samples: int = 8, image_size: int = 64, scale: str = "pocket",
+                 progress: bool = True):
+    """Jigsaw numbers on the study's own puzzles (the RFT preset's grids, drawn in its puzzle world within the
+    current world; skill ``jigsaw_<r>x<c>_study``), as notebook 02 trains on them. Call it inside
+    :func:`base_world`."""
+    from .config import make as make_run
+    from .evaluate import evaluate_jigsaw
+
+    study = make_run("rft", scale)
+    with study.in_puzzle_world():
+        table = evaluate_jigsaw(model, processor, [tuple(g) for g in study.grids], n, samples=samples,
+                                image_size=image_size, axes=True, progress=progress)
+    table["skill"] += "_study"
+    return table
 
 
 if __name__ == "__main__":
