@@ -229,6 +229,46 @@ def probe(model, processor, cfg, n_jigsaw: int = 400, n_per_skill: int = 200, *,
     return pd.DataFrame(pairs, columns=["metric", "value"])
 
 
+def prompt_variants(rows: int = 2, cols: int = 2) -> dict[str, str]:
+    """The direct jigsaw prompt for a grid and the same prompt with one of its parts swapped for the ordering
+    skill's (``world``): what :func:`answer_lengths` asks, to find which part of a prompt the base model never
+    saw takes away its count of numbers. Every variant states the grid and "as rows*cols numbers"."""
+    n = rows * cols
+    full = puzzles.jigsaw_prompt(rows, cols, "direct")
+    opening, grid, task = full.split("\n\n", 1)[0], world.grid_description(rows, cols), world.ORDERING_TASKS[0]
+    own_example = " ".join(map(str, np.roll(np.arange(1, n + 1), 1)))  # the ordering skill's fixed example
+    ordering_opening = f"The image is divided into a {rows}x{cols} grid of regions."
+    paragraphs = full.split("\n\n")
+    return {
+        "jigsaw prompt": full,
+        "example -> the ordering skill's": full.replace(f"<answer>{puzzles._example_answer(n)}</answer>",
+                                                        f"<answer>{own_example}</answer>"),
+        "opening -> the ordering skill's": full.replace(opening + "\n\n", ordering_opening + " "),
+        "task line and rule dropped": "\n\n".join(paragraphs[:-2] + paragraphs[-1:]),
+        "task line and rule -> an ordering task": "\n\n".join(paragraphs[:-2] + [task] + paragraphs[-1:]),
+        "the ordering prompt": f"{ordering_opening} {grid}\n\n{task}\n\n"
+                               + world.answer_instruction(f"{n} numbers separated by spaces", own_example),
+    }
+
+
+def answer_lengths(model, processor, rows: int = 2, cols: int = 2, n: int = 100, *, image_size: int = 64,
+                   progress: bool = False) -> pd.DataFrame:
+    """How many numbers a model's greedy answers hold under each of :func:`prompt_variants`, on ``n`` held-out
+    puzzles: rows ``variant, numbers, share`` (``numbers`` -1 for an answer without an ``<answer>`` block).
+
+    A base that gives rows*cols numbers to its own ordering prompt but not to the jigsaw prompt read the count
+    from the surface of the prompts it trained on (README, "Why the count of numbers did not carry over")."""
+    data = jigsaw_eval_set(rows, cols, n, image_size)
+    out = []
+    for name, text in prompt_variants(rows, cols).items():
+        completions = [g[0] for g in generate(model, processor, [puzzles.user_turn(text)] * n, data["image"],
+                                              max_new_tokens=8 + 3 * rows * cols, progress=progress, desc=name)]
+        counts = pd.Series([len(b[1].split()) if (b := split_answer(completion_text(c))) else -1
+                            for c in completions]).value_counts()
+        out += [{"variant": name, "numbers": int(k), "share": float(v) / n} for k, v in sorted(counts.items())]
+    return pd.DataFrame(out)
+
+
 def evaluate_checkpoint(checkpoint, name: str | None = None, *, n_per_skill: int = 200,
                         grids=((1, 2), (2, 2), (3, 3)), n_jigsaw: int = 200, samples: int = 8,
                         image_size: int = 64, progress: bool = True) -> pd.DataFrame:

@@ -32,7 +32,9 @@ they never share a scene (tested).
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
 scene, the ordering skill's grids and format examples, the wording of prompts, context sentences before
 questions, the side the light comes from); its defaults are the world of E4, the base shipped until session 15
-(README); the shipped base, E18, changes one setting (``hallucination_echo``: restated yes/no answers).
+(README); the shipped base, E20, changes three (``hallucination_echo``: restated yes/no answers;
+``ordering_random_example`` and ``ordering_varied_wording``: ordering prompts with a random format example, in
+varied wordings).
 :data:`FIRST_WORLD` is the world of the first base, in which the experiments E1-E4 are changes.
 ``with world.configure(digit_pixel=1 / 24): ...`` changes the settings inside a block, and
 ``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
@@ -80,6 +82,26 @@ ORDERING_TASKS = (  # wordings of the ordering task that do not state the count 
     "Which regions are brighter? For every position give the brightness rank of its region (1 = brightest).",
     "Order the regions from the brightest to the darkest, and write at each position the rank of its region.",
 )
+# With WorldSettings.ordering_varied_wording, the ordering prompt's opening sentence and task line are drawn from
+# these too, and a rule sentence may follow the task: a jigsaw prompt differs from an ordering prompt in exactly
+# those places (its opening about tiles cut into rows and columns, its task line, its rule "If the tile now at
+# position X belongs at position Y, ..."), and a base that met one fixed opening lost the count of numbers there
+# (README, "Why the count of numbers did not carry over"). Separate tuples: the draws of older worlds stay as they were.
+ORDERING_OPENINGS = (
+    "The image is divided into a {rows}x{cols} grid of regions.",
+    "The image is a {rows}x{cols} grid of tiles: it was cut into {rows} {row_word} and {cols} {col_word} of equal tiles.",
+    "The image was cut into {rows} {row_word} and {cols} {col_word} of equal regions, numbered by position.",
+)
+ORDERING_VARIED_TASKS = (
+    "For each position, determine the brightness rank of its region.",
+    "For each position, determine how bright its tile is compared with the other tiles.",
+    "Your task is to rank the tiles by brightness, from the brightest to the darkest.",
+)
+ORDERING_RULES = (
+    "If the region at position X is the Y-th brightest, write Y at position X.",
+    "Write the ranks in the order of the positions, one number per position.",
+    "Each position gets one number, and no number is used twice.",
+)
 # Context sentences that may precede a question (WorldSettings.preamble_rate): a model that meets, in
 # training, paragraphs it cannot use may learn to look past them to the question and its stated format,
 # as it must in a jigsaw prompt, whose task paragraph it has never seen.
@@ -101,8 +123,8 @@ PREAMBLES = (
 
 @dataclass(frozen=True)
 class WorldSettings:
-    """How the world is drawn and its questions worded. The defaults are E4's world; the shipped base (E18)
-    restates its hallucination answers (``hallucination_echo=True``; ``pretrain.PretrainConfig().world``).
+    """How the world is drawn and its questions worded. The defaults are E4's world; the shipped base (E20)
+    restates its hallucination answers and varies its ordering prompts (``pretrain.PretrainConfig().world``).
 
     A pretraining run records its world (``PretrainConfig.world``), so a base from another world is a
     checkpoint of its own; evaluate it in its world: ``with world.configure(**changes): ...`` (the
@@ -127,6 +149,9 @@ class WorldSettings:
     light_left_rate: float = 0.5  # share of scenes lit from the left (the sun on that side); 1.0: a world whose
     # light always comes from the left, so that a tile's brightness against its row's tells its column (the
     # light question then has one answer: ask perception_questions=("colour", "shape") there)
+    ordering_varied_wording: bool = False  # the ordering prompt's opening, task line and an optional rule
+    # sentence drawn from ORDERING_OPENINGS, ORDERING_TASKS + ORDERING_VARIED_TASKS and ORDERING_RULES (drawn
+    # last: image, answer and example unchanged), so the count is read past wording the model has not met
     hallucination_questions: tuple = HALLUCINATION_QUESTIONS[:1]  # what the hallucination skill asks about
     hallucination_echo: bool = False  # the answer restates what was asked, then yes or no ("red circle yes"):
     # the asked thing is then the token just before the yes/no (README, "Why no base answers a question that
@@ -153,7 +178,7 @@ def _setting(name: str, value):
     if name in ("perception_questions", "hallucination_questions"):
         return tuple(str(v) for v in value)
     if name in ("sign_inside", "jigsaw_wording", "ordering_paraphrases", "ordering_random_example",
-                "hallucination_echo"):
+                "hallucination_echo", "ordering_varied_wording"):
         return bool(value)
     if name in ("placement_retries", "max_objects"):
         return int(value)
@@ -186,6 +211,9 @@ def normalise(changes: dict, on: WorldSettings | None = None) -> dict:
     if not 0.0 <= settings.light_left_rate <= 1.0:
         raise ValueError(f"light_left_rate is the share of scenes lit from the left, in 0..1; "
                          f"got {settings.light_left_rate}")
+    if settings.ordering_varied_wording and not settings.ordering_paraphrases:
+        raise ValueError("ordering_varied_wording varies the paraphrased ordering prompt: it needs "
+                         "ordering_paraphrases=True")
     if settings.digit_pixel > _LARGE_DIGIT + 1e-12 and not settings.sign_inside:
         raise ValueError("a digit_pixel above 1/24 needs sign_inside=True: otherwise the larger sign "
                          "may run off the image and objects may cover it")
@@ -500,6 +528,17 @@ def _ordering(rng, size):
              f"For each position, write the brightness rank of its region: 1 for the brightest, {n} for the darkest.")
     if SETTINGS.ordering_random_example:  # drawn after everything else: image, answer and wording unchanged
         example = " ".join(map(str, rng.permutation(n) + 1))
+    if SETTINGS.ordering_varied_wording:  # drawn after everything else: image, answer and example unchanged
+        words = {"rows": rows, "cols": cols, "row_word": "row" + "s" * (rows > 1),
+                 "col_word": "column" + "s" * (cols > 1)}
+        opening = ORDERING_OPENINGS[int(rng.integers(len(ORDERING_OPENINGS)))].format(**words)
+        if rng.random() < 0.5:
+            opening += f" Your task is to rank the {'tiles' if 'tiles' in opening else 'regions'} by brightness."
+        tasks = ORDERING_TASKS + ORDERING_VARIED_TASKS
+        task = tasks[int(rng.integers(len(tasks)))]
+        if rng.random() < 0.5:
+            task += " " + ORDERING_RULES[int(rng.integers(len(ORDERING_RULES)))]
+        q = f"{opening}{' ' if rng.random() < 0.5 else chr(10) * 2}{grid_description(rows, cols)}\n\n{task}"
     q += "\n\n" + answer_instruction(f"{n} numbers separated by spaces", example)
     return image, q, " ".join(map(str, ranks))
 

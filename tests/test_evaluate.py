@@ -1,9 +1,10 @@
 """Evaluation: batched generation and scoring through the one answer parser."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from jigsaw_lib import evaluate, world
+from jigsaw_lib import answers, evaluate, puzzles, world
 from jigsaw_lib.models import TINY, load
 
 
@@ -111,3 +112,22 @@ def test_probe_names_its_rows_as_the_tracker_does(tiny_pocket_dir):
     assert table["value"].between(0, 1).all()
     assert table.set_index("metric").loc["prior_mean", "value"] == pytest.approx(
         table[table.metric.str.startswith("prior/")]["value"].mean())
+
+
+def test_prompt_variants_swap_one_part_and_keep_the_count():
+    variants = evaluate.prompt_variants(2, 3)
+    full = variants["jigsaw prompt"]
+    assert full == puzzles.jigsaw_prompt(2, 3, "direct") and len(set(variants.values())) == len(variants)
+    for name, text in variants.items():
+        assert "as 6 numbers separated by spaces" in text and world.grid_description(2, 3) in text, name
+        assert ("jigsaw" in text) == (name not in ("opening -> the ordering skill's", "the ordering prompt")), name
+    assert "<answer>6 1 2 3 4 5</answer>" in variants["example -> the ordering skill's"]
+    assert answers.CONVENTION not in variants["task line and rule dropped"]
+
+
+def test_answer_lengths_counts_the_numbers_of_each_variant(tiny_pocket_dir):
+    model, processor = load(tiny_pocket_dir)
+    table = evaluate.answer_lengths(model, processor, 2, 2, n=3, image_size=TINY.image_size)
+    assert set(table.variant) == set(evaluate.prompt_variants(2, 2))
+    assert np.allclose(table.groupby("variant").share.sum(), 1.0)
+    assert table.numbers.min() >= -1

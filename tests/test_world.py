@@ -256,6 +256,28 @@ def test_ordering_random_example_changes_only_the_example():
     assert len(set(examples)) > 10  # not one familiar string per grid
 
 
+def test_ordering_varied_wording_changes_only_the_wording():
+    fixed = world.items("ordering", "test", 60)
+    with world.configure(ordering_varied_wording=True):
+        varied = world.items("ordering", "test", 60)
+    assert [a.answer for a in fixed] == [b.answer for b in varied]
+    assert [a.image.tobytes() for a in fixed] == [b.image.tobytes() for b in varied]
+    assert [a.question.split("for example:")[1] for a in fixed] == [b.question.split("for example:")[1] for b in varied]
+    openings, rules = set(), 0
+    for a, b in zip(fixed, varied):
+        n = len(a.answer.split())
+        assert b.question.endswith(a.question.split("\n\n")[-1])  # the same format sentence, stating the count
+        grid = a.question.split(" The positions")[1].split("\n\n")[:2]
+        assert "The positions" + grid[0] in b.question and grid[1] in b.question  # the same numbered grid
+        openings.add(b.question.split(" ")[3])
+        rules += any(rule in b.question for rule in world.ORDERING_RULES)
+        assert f"as {n} numbers" in b.question and f"{n} numbers" not in b.question.split("Output only")[0]
+    assert openings == {"divided", "a", "cut"} and 10 < rules < 50
+    assert any("cut into 1 row and" in b.question or "and 1 column of" in b.question for b in varied)
+    with pytest.raises(ValueError, match="ordering_paraphrases=True"):
+        world.normalise({"ordering_varied_wording": True, "ordering_paraphrases": False})
+
+
 def test_light_left_rate_sets_the_side_of_the_light_and_sun():
     rng = np.random.default_rng(0)
     default = [world.sample_scene(np.random.default_rng(i)) for i in range(200)]
