@@ -237,7 +237,7 @@ def prompt_variants(rows: int = 2, cols: int = 2) -> dict[str, str]:
     full = puzzles.jigsaw_prompt(rows, cols, "direct")
     opening, grid, task = full.split("\n\n", 1)[0], world.grid_description(rows, cols), world.ORDERING_TASKS[0]
     own_example = " ".join(map(str, np.roll(np.arange(1, n + 1), 1)))  # the ordering skill's fixed example
-    ordering_opening = f"The image is divided into a {rows}x{cols} grid of regions."
+    ordering_opening = world.ORDERING_OPENINGS[0].format(rows=rows, cols=cols)
     paragraphs = full.split("\n\n")
     return {
         "jigsaw prompt": full,

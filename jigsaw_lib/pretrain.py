@@ -358,14 +358,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def _load_base(checkpoint: str | Path):
+    """A base's model, processor and the image size it was trained at."""
+    model, processor = load(checkpoint)
+    return model, processor, PretrainConfig.from_json(info(checkpoint)["config"]).spec.image_size
+
+
 def count_probe(checkpoint: str | Path, n: int = 100, rows: int = 2, cols: int = 2):
     """:func:`evaluate.answer_lengths` of a base, in its world: variants of the jigsaw prompt (rows) against the
     count of numbers in its greedy answers (columns), as shares. README, "Why the count of numbers did not carry
     over": a base that gives rows*cols numbers only to some variants read the count from one prompt's surface."""
     from .evaluate import answer_lengths
 
-    model, processor = load(checkpoint)
-    size = PretrainConfig.from_json(info(checkpoint)["config"]).spec.image_size
+    model, processor, size = _load_base(checkpoint)
     with base_world(checkpoint):
         table = answer_lengths(model, processor, rows, cols, n, image_size=size)
     return table.pivot(index="variant", columns="numbers", values="share").fillna(0.0)
@@ -379,8 +384,7 @@ def report(checkpoint: str | Path, n: int = 200, *, samples: int = 8, progress: 
 
     from .evaluate import evaluate_jigsaw, evaluate_skills
 
-    model, processor = load(checkpoint)
-    size = PretrainConfig.from_json(info(checkpoint)["config"]).spec.image_size
+    model, processor, size = _load_base(checkpoint)
     with base_world(checkpoint):  # its items as it learned them
         skills = evaluate_skills(model, processor, n, image_size=size, progress=progress)
         jigsaw = evaluate_jigsaw(model, processor, [(2, 2)], n, samples=samples, image_size=size, axes=True,

@@ -538,7 +538,8 @@ def _ordering(rng, size):
         task = tasks[int(rng.integers(len(tasks)))]
         if rng.random() < 0.5:
             task += " " + ORDERING_RULES[int(rng.integers(len(ORDERING_RULES)))]
-        q = f"{opening}{' ' if rng.random() < 0.5 else chr(10) * 2}{grid_description(rows, cols)}\n\n{task}"
+        joint = " " if rng.random() < 0.5 else "\n\n"  # the grid in the opening's paragraph, or in its own
+        q = f"{opening}{joint}{grid_description(rows, cols)}\n\n{task}"
     q += "\n\n" + answer_instruction(f"{n} numbers separated by spaces", example)
     return image, q, " ".join(map(str, ranks))
 
