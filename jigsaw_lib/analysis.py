@@ -249,3 +249,35 @@ def claims_markdown(table: pd.DataFrame) -> str:
             cells.append(value + step + met)
         body.append(f"| {claim} | {quantity} | {target} | " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *body])
+
+
+def answer_shift(base: pd.DataFrame, tuned: pd.DataFrame) -> pd.DataFrame:
+    """Which answers a fine-tuned model gives instead of the base's, item by item: where forgetting lands.
+
+    ``base`` and ``tuned`` are the records of ``evaluate.evaluate_skills(..., return_completions=True)`` on the same
+    items (same skills, n, split and seed). Returns one row per (skill, answer, base_given, tuned_given): the right
+    answer, what each model answered (the body of a well-tagged answer, normalised as the scorer compares it;
+    ``malformed`` otherwise), and how many items; ``lost`` / ``gained`` mark the items the base got right and the
+    tuned model wrong, and the reverse. E.g. E21's RFT model answers an object in the bottom-right cell "3", the
+    bottom-left (README, "Where the forgetting lands").
+    """
+    from .answers import normalise_body, split_answer
+
+    keys = ["skill", "question", "answer"]
+    if len(base) != len(tuned) or not (base[keys].reset_index(drop=True) == tuned[keys].reset_index(drop=True)).all(
+            axis=None):
+        raise ValueError("answer_shift: base and tuned must be records of the same items in the same order "
+                         "(evaluate_skills with the same skills, n_per_skill, split and seed)")
+
+    def given(completion):
+        blocks = split_answer(completion)
+        return "malformed" if blocks is None else normalise_body(blocks[1])
+
+    items = pd.DataFrame({"skill": base.skill.to_numpy(), "answer": base.answer.map(normalise_body).to_numpy(),
+                          "base_given": base.completion.map(given).to_numpy(),
+                          "tuned_given": tuned.completion.map(given).to_numpy(),
+                          "lost": (base.right.to_numpy() & ~tuned.right.to_numpy().astype(bool)),
+                          "gained": (~base.right.to_numpy().astype(bool) & tuned.right.to_numpy())})
+    return (items.groupby(["skill", "answer", "base_given", "tuned_given"])
+            .agg(items=("lost", "size"), lost=("lost", "sum"), gained=("gained", "sum"))
+            .reset_index().sort_values(["skill", "lost", "items"], ascending=[True, False, False], ignore_index=True))

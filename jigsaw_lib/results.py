@@ -9,7 +9,10 @@ figures and the README all read the same files:
 - ``dynamics.csv``: ``source, step, metric, value`` (learning dynamics: perplexity and influence per data
   source; ``step`` is the SFT step on that source, 0 for the base model, -1 for a fit over all steps);
 - ``grafts.csv``: ``method, seed, model, skill, metric, value`` (a run's final model as it is, with one part put
-  back to the base's weights, and the base: ``dynamics.where_forgetting_sits``).
+  back to the base's weights, and the base: ``dynamics.where_forgetting_sits``);
+- ``answer_shift.csv``: ``method, seed, skill, answer, base_given, tuned_given, metric, value`` (each pair of the base's
+  and a run's final model's answers to the same prior items, ``analysis.answer_shift``: metric ``items``, and
+  ``lost`` / ``gained``, those the base got right and the final model wrong, and the reverse).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ SCHEMAS = {
     "metrics": ("method", "seed", "step", "metric", "value"),
     "dynamics": ("source", "step", "metric", "value"),
     "grafts": ("method", "seed", "model", "skill", "metric", "value"),
+    "answer_shift": ("method", "seed", "skill", "answer", "base_given", "tuned_given", "metric", "value"),
 }
 
 

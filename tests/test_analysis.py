@@ -185,3 +185,35 @@ def test_claims_without_prior_rows_are_undecided_and_printed_as_such():
     assert c3.met.isna().all() and c3.value.isna().all()
     line = [x for x in analysis.claims_markdown(t).splitlines() if "RFT prior lost" in x][0]
     assert "not by step" not in line and "| - (step 20) n/a |" in line
+
+
+def test_answer_shift_counts_what_the_tuned_model_answers_instead():
+    def records(completions, right):
+        return pd.DataFrame({"skill": ["grounding"] * 3 + ["ocr"], "question": ["q1", "q2", "q3", "q4"],
+                             "answer": ["4", "4", "1", "9"], "completion": completions, "right": right})
+
+    base = records(["<answer>4</answer>", "<answer>4</answer>", "<answer>2</answer>", "<answer> 9 </answer>"],
+                   [True, True, False, True])
+    tuned = records(["<answer>3</answer>", "<answer>3</answer>", "<answer>1</answer>", "9"],
+                    [False, False, True, False])
+    shift = analysis.answer_shift(base, tuned)
+    first = shift.iloc[0]
+    assert (first.skill, first.answer, first.base_given, first.tuned_given) == ("grounding", "4", "4", "3")
+    assert (first["items"], first.lost, first.gained) == (2, 2, 0)
+    ocr = shift[shift.skill == "ocr"].iloc[0]
+    assert (ocr.base_given, ocr.tuned_given, ocr.lost) == ("9", "malformed", 1)
+    assert shift.gained.sum() == 1 and shift["items"].sum() == 4
+    with pytest.raises(ValueError, match="same items"):
+        analysis.answer_shift(base, tuned.iloc[:3])
+
+
+def test_answer_shift_writes_as_its_results_table(tmp_path):
+    from jigsaw_lib import results
+
+    records = pd.DataFrame({"skill": ["ocr"], "question": ["q"], "answer": ["9"], "completion": ["<answer>3</answer>"],
+                            "right": [False]})
+    shift = analysis.answer_shift(records, records).assign(method="rft", seed=0)
+    long = shift.melt(id_vars=["method", "seed", "skill", "answer", "base_given", "tuned_given"],
+                      value_vars=["items", "lost", "gained"], var_name="metric")
+    written = results.read("answer_shift", results.write(long, "answer_shift", tmp_path).parent)
+    assert dict(zip(written.metric, written.value)) == {"items": 1, "lost": 0, "gained": 0}
