@@ -49,6 +49,8 @@ class RunConfig:
     # keep the vision tower (patch embedding and blocks) fixed, as the pocket base's skills were learned on a fixed
     # tower (pretrain.PretrainConfig.freeze_vision); the merger and the language model train
     freeze_vision: bool = False
+    # keep the token embeddings and the output head (tied in the pocket model) fixed (models.freeze_embeddings)
+    freeze_embeddings: bool = False
     # changes to the base's world for the puzzles only (training, jigsaw evaluation, KL probe; procedural images),
     # e.g. {"light_left_rate": 1.0}: puzzles from a sub-world the base saw, prior skills still in its own world
     puzzle_world: dict = field(default_factory=dict)

@@ -339,5 +339,12 @@ def freeze_vision_tower(model) -> None:
     model.model.visual.blocks.requires_grad_(False)
 
 
+def freeze_embeddings(model) -> None:
+    """Stop the gradient through the token embeddings and the output head (one matrix when they are tied, as in the
+    pocket model and Qwen2.5-VL-3B): what a word means, on the way in and on the way out, stays the base's."""
+    model.get_input_embeddings().requires_grad_(False)
+    model.get_output_embeddings().requires_grad_(False)
+
+
 def n_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -114,18 +114,32 @@ class LiveCurves(TrainerCallback):
 
     def __init__(self, metrics=("jigsaw_exact", "prior_mean", "kl_to_base"), finished=None):
         self.metrics, self.finished = list(metrics), finished
-        self._mtime, self._handle = None, None
+        self._drawn, self._handle = None, None
+        self.redraws = 0
 
     def on_step_end(self, args, state, control, **kwargs):
+        import pandas as pd
+
+        csv = Path(args.output_dir).parent / "metrics.csv"
+        if not state.is_world_process_zero or not csv.exists():
+            return
+        run = pd.read_csv(csv)
+        # redraw only when a curve has a new point: the trainer's own logs reach metrics.csv at every step, and
+        # until session 24 a figure was drawn (and sent to papermill) at every step of every run of notebook 02
+        tracked = run[run.metric.isin(self.metrics)]
+        latest = (len(tracked), tracked.step.max() if len(tracked) else None)
+        if latest == self._drawn or not len(tracked):
+            return
+        self._drawn = latest
+        self.draw(run)
+
+    def draw(self, run):
         import matplotlib.pyplot as plt
         import pandas as pd
         from IPython.display import display
 
-        csv = Path(args.output_dir).parent / "metrics.csv"
-        if not state.is_world_process_zero or not csv.exists() or csv.stat().st_mtime_ns == self._mtime:
-            return
-        self._mtime = csv.stat().st_mtime_ns
-        frames = [pd.read_csv(csv)] + ([self.finished] if self.finished is not None and len(self.finished) else [])
+        self.redraws += 1
+        frames = [run] + ([self.finished] if self.finished is not None and len(self.finished) else [])
         data = pd.concat(frames, ignore_index=True)
         fig, axes = plt.subplots(1, len(self.metrics), figsize=(3.6 * len(self.metrics), 3))
         for ax, metric in zip(axes, self.metrics):

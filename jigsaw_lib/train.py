@@ -118,7 +118,7 @@ def per_process(n: int, what: str = "batch_size") -> int:
 
 
 def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callbacks, **trl):
-    from .models import freeze_vision_tower, load
+    from .models import freeze_embeddings, freeze_vision_tower, load
     from .tracking import Tracker
 
     out = _output_dir(cfg, output_dir)
@@ -137,6 +137,8 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
         model.config._name_or_path = str(cfg.base)
     if cfg.freeze_vision:
         freeze_vision_tower(model)
+    if cfg.freeze_embeddings:
+        freeze_embeddings(model)
     tracker = Tracker(cfg, processor, out, prior=prior, progress=progress)
     checkpoint_every = trl.pop("checkpoint_every", cfg.eval_every)
     fixed = dict(max_steps=cfg.max_steps, learning_rate=cfg.learning_rate, seed=cfg.seed, data_seed=cfg.seed, **trl)

@@ -211,7 +211,8 @@ def test_parts_cover_the_model_once_and_graft_copies_one_part(tiny_pocket_dir):
 def test_where_forgetting_sits_measures_every_graft(tiny_pocket_dir):
     table = dynamics.where_forgetting_sits(tiny_pocket_dir, tiny_pocket_dir, n_per_skill=2, n_jigsaw=2,
                                            image_size=TINY.image_size, progress=False)
-    assert list(table.model.unique()) == ["finetuned", "base tower", "base merger", "base language_model", "base"]
+    assert list(table.model.unique()) == ["finetuned", "base tower", "base merger", "base language_model",
+                                         "base embeddings", "base"]
     wide = table.pivot_table(index=["skill", "metric"], columns="model", values="value")
     assert {"prior_mean", "jigsaw_2x2"} <= set(table.skill)
     assert (wide.nunique(axis=1) == 1).all()  # the base grafted onto itself is the base

@@ -32,3 +32,29 @@ def test_save_figure_rejects_names_that_are_not_stems(tmp_path, name):
     with pytest.raises(ValueError, match="bare stem"):
         plots.save_figure(draw(), name, tmp_path)
     plt.close("all")
+
+
+def test_live_curves_redraw_only_when_a_tracked_curve_has_a_new_point(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    live = plots.LiveCurves()
+    drawn = []
+    monkeypatch.setattr(live, "draw", lambda run: drawn.append(len(run)))
+    args = SimpleNamespace(output_dir=str(tmp_path / "trainer"))
+    state = SimpleNamespace(is_world_process_zero=True)
+    csv = tmp_path / "metrics.csv"
+
+    def log(step, metric):
+        pd.DataFrame([dict(method="rft", seed=0, step=step, metric=metric, value=0.5)]).to_csv(
+            csv, mode="a", header=not csv.exists(), index=False)
+        live.on_step_end(args, state, None)
+
+    live.on_step_end(args, state, None)  # no metrics.csv yet
+    log(0, "jigsaw_exact")  # an evaluation: drawn
+    log(1, "train/loss")  # the trainer's logs of every step: not drawn
+    log(2, "train/loss")
+    log(2, "prior_mean")  # a tracked metric again: drawn
+    log(3, "train/reward")
+    assert drawn == [1, 4]

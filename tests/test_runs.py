@@ -68,20 +68,27 @@ def test_trl_settings_override_the_runner_defaults(tiny_pocket_dir, tmp_path):
         train.run_sft(tiny("sft", tiny_pocket_dir, trl={"learning_rate": 1.0}), tmp_path / "bad", progress=False)
 
 
+FROZEN = {  # what each freeze option keeps fixed, by parameter name
+    "freeze_vision": lambda k: ".visual.blocks." in k or ".visual.patch_embed." in k,
+    "freeze_embeddings": lambda k: ".embed_tokens." in k or k.startswith("lm_head."),  # one tied matrix
+}
+
+
+@pytest.mark.parametrize("option", sorted(FROZEN))
 @pytest.mark.parametrize("freeze", [True, False])
-def test_freeze_vision_keeps_the_tower_fixed_and_trains_the_rest(tiny_pocket_dir, tmp_path, freeze):
+def test_freeze_options_keep_their_part_fixed_and_train_the_rest(tiny_pocket_dir, tmp_path, option, freeze):
     from jigsaw_lib.models import load
 
-    cfg = tiny("sft", tiny_pocket_dir, max_steps=2, learning_rate=1e-2, freeze_vision=freeze)
+    cfg = tiny("sft", tiny_pocket_dir, max_steps=2, learning_rate=1e-2, **{option: freeze})
     result = train.run_sft(cfg, tmp_path / "sft", progress=False, prior=False)
     base = load(tiny_pocket_dir)[0].state_dict()
     after = load(result.final)[0].state_dict()
     moved = {k: not torch.equal(after[k], base[k]) for k in base}
-    tower = [k for k in base if ".visual.blocks." in k or ".visual.patch_embed." in k]
-    assert tower and any(".visual.merger." in k for k in base)
-    assert any(moved[k] for k in tower) != freeze
+    part = [k for k in base if FROZEN[option](k)]
+    assert part and any(".visual.merger." in k for k in base)
+    assert any(moved[k] for k in part) != freeze
     assert any(moved[k] for k in base if ".visual.merger." in k)
-    assert any(moved[k] for k in base if ".language_model." in k)
+    assert any(moved[k] for k in base if ".language_model.layers." in k)
 
 
 def test_runs_use_the_world_their_base_was_pretrained_in(tiny_pocket_dir, tmp_path):
