@@ -33,6 +33,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--notebook-only", action="store_true", help="skip the plain loop")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="the trainer without its progress display (disable_tqdm; it prints its logs instead)")
     args = parser.parse_args(argv)
     base = ROOT / "checkpoints" / "pocket-base"
     if not (base / "config.json").exists():
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     from jigsaw_lib import config, notebooks, paths, train
 
     seeds = list(range(args.seeds))
-    short = dict(SHORT, max_steps=args.steps)
+    short = dict(SHORT, max_steps=args.steps, **({"trl": {"disable_tqdm": True}} if args.no_progress else {}))
     t = time.perf_counter()
     notebooks.run("02", dict(methods=["sft"], seeds=seeds, sft_lr_sweep=[], overrides={"sft": short}),
                   progress_bar=False)
