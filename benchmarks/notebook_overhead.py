@@ -60,8 +60,8 @@ def main(argv=None) -> int:
     print(f"  notebook 02 (papermill): {per_step(notebook, args.steps)}   whole notebook {in_notebook:.0f} s")
     if not args.notebook_only:
         t = time.perf_counter()
-        base = str(paths.CHECKPOINTS / "pocket-base")
-        plain = pd.concat([train.run_sft(config.make("sft", seed=s, base=base, **short), tmp / "plain" / f"sft-seed{s}",
+        copy = str(paths.CHECKPOINTS / "pocket-base")
+        plain = pd.concat([train.run_sft(config.make("sft", seed=s, base=copy, **short), tmp / "plain" / f"sft-seed{s}",
                                          progress=False).metrics for s in seeds])
         print(f"  plain loop:              {per_step(plain, args.steps)}   all runs {time.perf_counter() - t:.0f} s")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -10,8 +10,8 @@ response's tokens (the prompt and image are context, never scored).
   responses sampled once from the base model pi_0: KL = E_{y ~ pi_0}[log pi_0(y|x) - log pi(y|x)]
   ("RL's Razor", Shenfeld et al. 2025, finds forgetting tracks this quantity).
 - :func:`graft` and :func:`where_forgetting_sits`: put the base's weights of one part (vision tower, merger,
-  language model, and the token embeddings inside it) back into a fine-tuned model and measure again, to see which part holds what it forgot
-  and what it learned.
+  language model, and the token embeddings inside it) back into a fine-tuned model and measure again, to see
+  which part holds what it forgot and what it learned.
 """
 
 from __future__ import annotations

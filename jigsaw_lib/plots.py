@@ -115,7 +115,6 @@ class LiveCurves(TrainerCallback):
     def __init__(self, metrics=("jigsaw_exact", "prior_mean", "kl_to_base"), finished=None):
         self.metrics, self.finished = list(metrics), finished
         self._drawn, self._handle = None, None
-        self.redraws = 0
 
     def on_step_end(self, args, state, control, **kwargs):
         import pandas as pd
@@ -138,7 +137,6 @@ class LiveCurves(TrainerCallback):
         import pandas as pd
         from IPython.display import display
 
-        self.redraws += 1
         frames = [run] + ([self.finished] if self.finished is not None and len(self.finished) else [])
         data = pd.concat(frames, ignore_index=True)
         fig, axes = plt.subplots(1, len(self.metrics), figsize=(3.6 * len(self.metrics), 3))
