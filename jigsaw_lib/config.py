@@ -190,4 +190,8 @@ def make(method: str, preset: str = "pocket", **overrides) -> RunConfig:
     if cfg.batch_size < 1 or cfg.max_steps < 1 or cfg.eval_every < 1:
         raise ValueError(f"batch_size, max_steps and eval_every must be >= 1, got {cfg.batch_size}, "
                          f"{cfg.max_steps}, {cfg.eval_every}")
+    outside = [s for s in cfg.save_steps if not 0 <= s <= cfg.max_steps]
+    if outside:
+        raise ValueError(f"save_steps {outside} lie outside the run's steps 0..{cfg.max_steps}: no model would be "
+                         "kept there; choose steps within max_steps")
     return cfg

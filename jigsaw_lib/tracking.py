@@ -108,7 +108,10 @@ class Tracker(TrainerCallback):
                 self._add(step, PROBE + metric, value)
         self._add(step, "kl_to_base", self.kl.measure(model))
         self._add(step, "wall_seconds", self.train_seconds)
-        if step in cfg.save_steps:
+
+    def keep(self, model, step: int):
+        """Save the model of ``step`` if the run's ``save_steps`` ask for it (evaluated there or not)."""
+        if step in self.cfg.save_steps:
             save(model, self.processor, self.output_dir / f"model-step{step}")
 
     # -- callback hooks ----------------------------------------------------------------------------
@@ -127,6 +130,7 @@ class Tracker(TrainerCallback):
             self.kl = self._kl_probe(model.device)
         if state.global_step == 0 and not self.rows:
             self.measure(model, 0)
+            self.keep(model, 0)
         self._t = time.perf_counter()
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
@@ -136,6 +140,7 @@ class Tracker(TrainerCallback):
         step = state.global_step
         if step % self.cfg.eval_every == 0 or step == state.max_steps:
             self.measure(model, step, final=step == state.max_steps)
+        self.keep(model, step)
         self._t = time.perf_counter()
 
     def on_log(self, args, state, control, logs=None, **kwargs):

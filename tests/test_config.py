@@ -35,6 +35,7 @@ def test_overrides_and_methods():
     ({"method": "sft", "beta": 0.1}, r"unknown config key.*beta"),  # beta is RFT's
     ({"method": "sft", "answer_format": "cot"}, "answer_format"),
     ({"method": "sft", "max_steps": 0}, ">= 1"),
+    ({"method": "rft", "max_steps": 10, "save_steps": [5, 25]}, r"save_steps \[25\].*0\.\.10"),
     ({"method": "rft", "puzzle_world": {"light_side": "left"}}, r"unknown world setting.*light_side"),
 ])
 def test_bad_configs(kwargs, match):

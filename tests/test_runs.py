@@ -29,7 +29,8 @@ def _values(metrics):
 
 
 def test_sft_run_tracks_every_metric(tiny_pocket_dir, tmp_path):
-    result = train.run_sft(tiny("sft", tiny_pocket_dir, save_steps=[2]), tmp_path / "sft", progress=False)
+    # a model is kept at each save step, an evaluation step (2) or not (3)
+    result = train.run_sft(tiny("sft", tiny_pocket_dir, save_steps=[2, 3]), tmp_path / "sft", progress=False)
     m = result.metrics
     assert sorted(m.step.unique()) == [0, 1, 2, 3, 4]  # 0, 2, 4 measured; train/ logs every step
     measured = m[m.step.isin([0, 2, 4])]
@@ -48,6 +49,8 @@ def test_sft_run_tracks_every_metric(tiny_pocket_dir, tmp_path):
     on_disk = pd.read_csv(result.output_dir / "metrics.csv")
     assert len(on_disk) == len(m)
     assert (result.output_dir / "model-step2" / "config.json").exists()
+    assert (result.output_dir / "model-step3" / "config.json").exists()
+    assert not (result.output_dir / "model-step4").exists()
     assert (result.final / "model.safetensors").exists()
 
 
