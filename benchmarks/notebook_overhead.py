@@ -1,10 +1,11 @@
 """What notebook 02 adds to training: the same short SFT runs inside the notebook (papermill) and in a plain loop.
 
-    python benchmarks/notebook_overhead.py [--steps 60] [--seeds 3]
+    python benchmarks/notebook_overhead.py [--steps 60] [--seeds 3] [--methods rft rollout_sft rollout_sft_early sft]
 
-Notebook 02 runs a dozen trainings in one kernel, with live curves and progress bars. This runs ``--seeds`` SFT runs
-of ``--steps`` steps on the cached pocket base, first through notebook 02 (papermill, as ``make reproduce`` does),
-then with ``train.run_sft`` in this process, into a temporary folder (the committed results and checkpoints are not
+Notebook 02 runs a dozen trainings in one kernel, with live curves and progress bars. This runs ``--seeds`` runs of
+each of ``--methods`` (default: SFT only) of ``--steps`` steps on the cached pocket base, first through notebook 02
+(papermill, as ``make reproduce`` does, in its order: per seed RFT, SFT on its rollouts, on its early rollouts, SFT),
+then in the same order in this process, into a temporary folder (the committed results and checkpoints are not
 touched), and prints each run's training seconds per step (``wall_seconds``, evaluation excluded). A notebook that
 costs more per step than the plain loop, or more with each run, spends that time outside training.
 """
@@ -21,11 +22,36 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SHORT = dict(eval_every=30, eval_jigsaw=20, eval_prior=10, eval_kl=4, probe_jigsaw=0, probe_prior=0)
+METHODS = ("rft", "rollout_sft", "rollout_sft_early", "sft")
+ROLLOUTS = dict(n_train=256)  # SFT on rollouts: fewer puzzles to sample from (the sampling is not a training step)
 
 
-def per_step(metrics, steps: int):
+def per_step(metrics, steps: int) -> str:
     w = metrics[metrics.metric == "wall_seconds"]
-    return (w.groupby("seed")["value"].max() / steps).round(3).to_dict()
+    per = (w.groupby(["method", "seed"], sort=False)["value"].max() / steps).round(3)
+    return ", ".join(f"{m} {s}: {v}" for (m, s), v in per.items())
+
+
+def plain_loop(train, config, base: str, methods, seeds, short: dict, early_step: int, out: Path):
+    """Notebook 02's runs in its order, with the library's own calls and no notebook."""
+    import pandas as pd
+
+    done = []
+    for s in seeds:
+        if "rft" in methods:
+            rft = train.run_rft(config.make("rft", seed=s, base=base, save_steps=[early_step], **short),
+                                out / f"rft-seed{s}", progress=False)
+            done.append(rft.metrics)
+            early = rft.output_dir / f"model-step{early_step}"
+            for name, source in [("rollout_sft", rft.final), ("rollout_sft_early", early)]:
+                if name in methods:
+                    cfg = config.make("rollout_sft", seed=s, base=base, rollouts_from=str(source), name=name,
+                                      **short, **ROLLOUTS)
+                    done.append(train.run_rollout_sft(cfg, out / f"{name}-seed{s}", progress=False).metrics)
+        if "sft" in methods:
+            done.append(train.run_sft(config.make("sft", seed=s, base=base, **short), out / f"sft-seed{s}",
+                                      progress=False).metrics)
+    return pd.concat(done)
 
 
 def main(argv=None) -> int:
@@ -35,7 +61,11 @@ def main(argv=None) -> int:
     parser.add_argument("--notebook-only", action="store_true", help="skip the plain loop")
     parser.add_argument("--no-progress", action="store_true",
                         help="the trainer without its progress display (disable_tqdm; it prints its logs instead)")
+    parser.add_argument("--methods", nargs="+", default=["sft"], choices=METHODS,
+                        help="notebook 02's methods to run (SFT on rollouts needs rft)")
     args = parser.parse_args(argv)
+    if any(m.startswith("rollout") for m in args.methods) and "rft" not in args.methods:
+        parser.error("SFT on rollouts samples from the RFT run of its seed: add rft to --methods")
     base = ROOT / "checkpoints" / "pocket-base"
     if not (base / "config.json").exists():
         raise SystemExit(f"no pocket base at {base}: run notebooks/00_base_model.ipynb first")
@@ -51,18 +81,19 @@ def main(argv=None) -> int:
 
     seeds = list(range(args.seeds))
     short = dict(SHORT, max_steps=args.steps, **({"trl": {"disable_tqdm": True}} if args.no_progress else {}))
+    early_step = max(1, args.steps // 2)
+    overrides = {m: short for m in ("rft", "sft")} | {"rollout_sft": {**short, **ROLLOUTS}}
     t = time.perf_counter()
-    notebooks.run("02", dict(methods=["sft"], seeds=seeds, sft_lr_sweep=[], overrides={"sft": short}),
-                  progress_bar=False)
+    notebooks.run("02", dict(methods=list(args.methods), seeds=seeds, sft_lr_sweep=[], early_step=early_step,
+                             overrides=overrides), progress_bar=False)
     in_notebook = time.perf_counter() - t
     notebook = pd.read_csv(paths.RESULTS / "metrics.csv")
-    print(f"SFT, {args.steps} steps a run, seconds of training per step by seed (evaluation excluded):")
+    print(f"{args.steps} steps a run, seconds of training per step by method and seed (evaluation excluded):")
     print(f"  notebook 02 (papermill): {per_step(notebook, args.steps)}   whole notebook {in_notebook:.0f} s")
     if not args.notebook_only:
         t = time.perf_counter()
-        copy = str(paths.CHECKPOINTS / "pocket-base")
-        plain = pd.concat([train.run_sft(config.make("sft", seed=s, base=copy, **short), tmp / "plain" / f"sft-seed{s}",
-                                         progress=False).metrics for s in seeds])
+        plain = plain_loop(train, config, str(paths.CHECKPOINTS / "pocket-base"), args.methods, seeds, short,
+                           early_step, tmp / "plain")
         print(f"  plain loop:              {per_step(plain, args.steps)}   all runs {time.perf_counter() - t:.0f} s")
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
