@@ -1,4 +1,4 @@
-"""What notebook 02 adds to training: the same short SFT runs inside the notebook (papermill) and in a plain loop.
+"""What notebook 02 adds to training: the same short runs inside the notebook (papermill) and in a plain loop.
 
     python benchmarks/notebook_overhead.py [--steps 60] [--seeds 3] [--methods rft rollout_sft rollout_sft_early sft]
 
