@@ -108,7 +108,8 @@ CLASSES = {"sft": SFTRun, "rft": RFTRun, "rollout_sft": RolloutSFTRun}
 # error of about 0.05, a 300-item prior mean about 2.6 points); the base and each final model also on 400 puzzles and
 # 200 items per skill (session 17: on the small probes C3 held in every seed, on these in none).
 _POCKET_EVAL = dict(eval_every=25, eval_jigsaw=100, eval_prior=50, eval_kl=32, probe_jigsaw=400, probe_prior=200)
-# The pocket study's puzzles come from the left-lit part of the base's world (README, "Why RFT stalls near 0.3"):
+# The pocket study's puzzles come from the left-lit part of the base's world (docs/experiment_log.md, "Why RFT stalls
+# near 0.3"):
 # in its whole world, where the light comes from either side, a tile's column is not told by the scene the
 # base knows, and RFT learned rows only (2x2 exact stuck near 1/4: rows .82, columns .56 after 150 steps);
 # on left-lit puzzles the same preset (beta 0.04 then) climbs 0.24 -> 0.52-0.61 exact in 150 steps and 0.65-0.66
@@ -126,15 +127,15 @@ _POCKET_PUZZLES = dict(puzzle_world={"light_left_rate": 1.0})
 # exact, 3.7 / 2.0 / 2.7 points lost, so C3 in no seed). On the larger probes, 300 steps at beta 0.2 gave 0.678 /
 # 0.673 / 0.695 exact with 5.4 / 3.7 / 5.8 points lost, and 300 steps at beta 0.3 (sessions 17-18) 0.635 / 0.653 /
 # 0.650 with 4.8 / 2.5 / 2.7 lost: C3 in seeds 1 and 2. So since session 18 beta is 0.3 and RFT runs 300 steps
-# (chosen on these seeds and probes). The paper trains Qwen's tower (the paper presets do). README, "The vision
-# tower" and "Where it stands".
+# (chosen on these seeds and probes). The paper trains Qwen's tower (the paper presets do). docs/experiment_log.md,
+# "The vision tower"; README, "Where it stands".
 _POCKET_TOWER = dict(freeze_vision=True)
 PRESETS = {
     "pocket": {
         # Chosen on E4's base (shipped until session 15) with the tower trained; on E18's, the shipped base now,
-        # they gave C1 and C2 in every seed and RFT 0.48-0.59 exact with 3.7-5.0 points lost (README).
-        # lrs chosen on E4's base with the whole world's puzzles (README, "Training"): SFT at 3e-4 passed
-        # 0.9 exact between steps 300 and 400 (1e-3 was unstable and erased prior skills, 1e-4 was at 0.6 by step
+        # they gave C1 and C2 in every seed and RFT 0.48-0.59 exact with 3.7-5.0 points lost (docs/experiment_log.md).
+        # lrs chosen on E4's base with the whole world's puzzles (docs/experiment_log.md, "Training"): SFT at 3e-4
+        # passed 0.9 exact between steps 300 and 400 (1e-3 was unstable and erased prior skills, 1e-4 was at 0.6 by step
         # 400); GRPO at 3e-5 climbed steadily (0.14 -> 0.24 in 150 steps) and kept prior skills, at 1e-4 it
         # climbed no faster and forgot (0.50 -> 0.41). Lengths set on the left-lit puzzles (make reproduce of
         # f44375c): SFT at 3e-4 passes 0.9 by step 100 in every seed (1e-4 by 150), so 200 steps; GRPO still

@@ -35,7 +35,7 @@ from . import paths, world
 from .models import TINY, PocketSpec, build_pocket, default_corpus, freeze_vision_tower, load, save
 
 
-# The first shipped base's curriculum (README, "Pocket world", E4): counting and ordering first (learned
+# The first shipped base's curriculum (docs/experiment_log.md, "Pocket world", E4): counting and ordering first (learned
 # together at once), then the object skills, then reading and existence, then all six; earlier skills stay as replay.
 E4_CURRICULUM = [
     {"steps": 400, "mix": {"counting": 1, "ordering": 1}},
@@ -48,9 +48,9 @@ E4_CURRICULUM = [
 _REPLAY = {"counting": 0.25, "ordering": 0.25}
 _OBJECTS = {"perception_questions": ["objects"]}  # the dense readout that binds colour to shape
 _ALL_KINDS = {"perception_questions": ["light", "colour", "shape", "objects"]}
-# The shipped base's curriculum (README, E17/E18): E4's first stage, then a drill on the objects listing ("red
-# circle white square") with replay, then the listing with the colour-and-shape hallucination question, then
-# E4's other stages with the listing among the perception questions (a stage without a skill erases it: E16).
+# The shipped base's curriculum (docs/experiment_log.md, E17/E18): E4's first stage, then a drill on the objects
+# listing ("red circle white square") with replay, then the listing with the colour-and-shape hallucination question,
+# then E4's other stages with the listing among the perception questions (a stage without a skill erases it: E16).
 CURRICULUM = [
     E4_CURRICULUM[0],
     {"steps": 300, "mix": {"perception": 1, **_REPLAY}, "world": _OBJECTS},
@@ -102,15 +102,16 @@ class PretrainConfig:
     # batches of similar prompt length (transformers' LengthGroupedSampler): the skills' prompts run from ~45
     # to ~130 tokens, so a mixed batch is ~40% padding, and a grouped step is faster (benchmarks/pretrain_step.py).
     # But a grouped batch holds one or two skills, not the mixture, and the shipped curriculum learned worse
-    # so (README, E5): off by default.
+    # so (docs/experiment_log.md, E5): off by default.
     group_by_length: bool = False
     # steps of vision pretraining before the curriculum (jigsaw_lib.vision: the tower learns shape, colour and
     # digits from dense scene labels, as Qwen's ViT arrives pretrained); 0 trains the tower only through the
     # language model, as the first shipped base (E4) was
     vision_steps: int = 1500
     # keep the vision tower (patch embedding and blocks) fixed while the language model learns the skills; the
-    # merger, the projection into the language model, still trains. Measured (README, E7): trained on with the
-    # rest at lr 1e-3, a vision-pretrained tower lost what it had learned (a linear probe of shape 0.96 -> 0.25)
+    # merger, the projection into the language model, still trains. Measured (docs/experiment_log.md, E7): trained on
+    # with the rest at lr 1e-3, a vision-pretrained tower lost what it had learned (a linear probe of shape 0.96 ->
+    # 0.25)
     freeze_vision: bool = True
 
     def __post_init__(self):

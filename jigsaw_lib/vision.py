@@ -2,8 +2,8 @@
 talk about it.
 
 Qwen2.5-VL's vision encoder arrives pretrained (its ViT was trained on images before the whole model was
-trained on image-text data); the pocket one starts from random weights. Measured here (README, "Why the object
-skills stay low"): through the language model alone, the pocket vision tower never learns shape. A
+trained on image-text data); the pocket one starts from random weights. Measured here (docs/experiment_log.md, "Why
+the object skills stay low"): through the language model alone, the pocket vision tower never learns shape. A
 fresh pocket model asked only "what shape is the <colour> object?" of one-object scenes stayed at chance (0.37)
 for 1,000 steps, while the same vision tower with a linear head on its pooled tokens learned shape to 0.92 in
 1,000 steps, and a language model on top of that trained tower learned the question to 0.945 in 300. Colour

@@ -32,9 +32,9 @@ they never share a scene (tested).
 **Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
 scene, the ordering skill's grids and format examples, the wording of prompts, context sentences before
 questions, the side the light comes from); its defaults are the world of E4, the base shipped until session 15
-(README); the shipped base, E21 (E20's recipe at seed 1), changes three (``hallucination_echo``: restated
-yes/no answers; ``ordering_random_example`` and ``ordering_varied_wording``: ordering prompts with a random format
-example, in varied wordings).
+(docs/experiment_log.md); the shipped base, E21 (E20's recipe at seed 1), changes three (``hallucination_echo``:
+restated yes/no answers; ``ordering_random_example`` and ``ordering_varied_wording``: ordering prompts with a random
+format example, in varied wordings).
 :data:`FIRST_WORLD` is the world of the first base, in which the experiments E1-E4 are changes.
 ``with world.configure(digit_pixel=1 / 24): ...`` changes the settings inside a block, and
 ``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
@@ -73,8 +73,8 @@ SKILLS = {  # skill -> the benchmark family it stands for
 SPLITS = ("train", "test")
 PERCEPTION_QUESTIONS = ("light", "colour", "shape", "colours", "objects")  # the kinds of question perception can ask
 # (default: the first three; "colours", every colour present listed in palette order, and "objects", every
-# object's colour and shape in that order, are drills: README, "Why no base answers a question that names
-# something to look for" and "The drill on the vision-pretrained tower")
+# object's colour and shape in that order, are drills: docs/experiment_log.md, "Why no base answers a question that
+# names something to look for" and "The drill on the vision-pretrained tower")
 HALLUCINATION_QUESTIONS = ("colour_shape", "colour")  # "is there a red circle?" (default) or "a red object?"
 ORDERING_TASKS = (  # wordings of the ordering task that do not state the count of numbers
     "For each position, write the brightness rank of its region: 1 for the brightest, then 2, and so on to the darkest.",
@@ -154,13 +154,13 @@ class WorldSettings:
     # last: image, answer and example unchanged), so the count is read past wording the model has not met
     hallucination_questions: tuple = HALLUCINATION_QUESTIONS[:1]  # what the hallucination skill asks about
     hallucination_echo: bool = False  # the answer restates what was asked, then yes or no ("red circle yes"):
-    # the asked thing is then the token just before the yes/no (README, "Why no base answers a question that
-    # names something to look for")
+    # the asked thing is then the token just before the yes/no (docs/experiment_log.md, "Why no base answers a
+    # question that names something to look for")
 
 
 # The world of the first shipped base (sessions 1-4), as changes to today's defaults: small objects and
 # digits, ordering on 2x2 / 1x2 / 2x1 grids worded "N for the darkest" (the model learned the answer's
-# length from that wording, so it answered 3x3 jigsaw prompts with 4 numbers; README, "Pocket world").
+# length from that wording, so it answered 3x3 jigsaw prompts with 4 numbers; docs/experiment_log.md, "Pocket world").
 FIRST_WORLD = {"object_radius": [0.07, 0.05], "digit_pixel": 1 / 24, "sign_inside": False, "placement_retries": 1,
                "ordering_grids": [[[2, 2], 0.5], [[1, 2], 0.25], [[2, 1], 0.25]], "jigsaw_wording": False,
                "ordering_paraphrases": False}
