@@ -109,9 +109,9 @@ class PretrainConfig:
     # language model, as the first shipped base (E4) was
     vision_steps: int = 1500
     # keep the vision tower (patch embedding and blocks) fixed while the language model learns the skills; the
-    # merger, the projection into the language model, still trains. Measured (docs/experiment_log.md, E7): trained on
-    # with the rest at lr 1e-3, a vision-pretrained tower lost what it had learned (a linear probe of shape 0.96 ->
-    # 0.25)
+    # merger, the projection into the language model, still trains. Measured (docs/experiment_log.md, E7): trained
+    # on with the rest at lr 1e-3, a vision-pretrained tower lost what it had learned (a linear probe of shape
+    # 0.96 -> 0.25)
     freeze_vision: bool = True
 
     def __post_init__(self):
