@@ -29,12 +29,12 @@ numbered grid), so a model that never saw a puzzle still answers one in the righ
 Items are generated from seeds: the train and held-out splits draw from disjoint seed streams, so
 they never share a scene (tested).
 
-**Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per
-scene, the ordering skill's grids and format examples, the wording of prompts, context sentences before
-questions, the side the light comes from); its defaults are the world of E4, the base shipped until session 15
-(docs/experiment_log.md); the shipped base, E21 (E20's recipe at seed 1), changes three (``hallucination_echo``:
-restated yes/no answers; ``ordering_random_example`` and ``ordering_varied_wording``: ordering prompts with a random
-format example, in varied wordings).
+**Settings.** :class:`WorldSettings` holds what experiments vary (object and digit sizes, objects per scene,
+the ordering skill's grids and format examples, the wording of prompts, context sentences before questions,
+the side the light comes from); its defaults are the world of E4, the base shipped until session 15
+(docs/experiment_log.md); the shipped base, E22 (E21, E20's recipe at seed 1, trained on), changes three
+(``hallucination_echo``: restated yes/no answers; ``ordering_random_example`` and ``ordering_varied_wording``:
+ordering prompts with a random format example, in varied wordings).
 :data:`FIRST_WORLD` is the world of the first base, in which the experiments E1-E4 are changes.
 ``with world.configure(digit_pixel=1 / 24): ...`` changes the settings inside a block, and
 ``PretrainConfig(world={...})`` trains (and caches) a base in a changed world.
@@ -123,7 +123,7 @@ PREAMBLES = (
 
 @dataclass(frozen=True)
 class WorldSettings:
-    """How the world is drawn and its questions worded. The defaults are E4's world; the shipped base (E21)
+    """How the world is drawn and its questions worded. The defaults are E4's world; the shipped base (E22)
     restates its hallucination answers and varies its ordering prompts (``pretrain.PretrainConfig().world``).
 
     A pretraining run records its world (``PretrainConfig.world``), so a base from another world is a

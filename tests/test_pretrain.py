@@ -107,25 +107,25 @@ def test_the_default_is_the_shipped_curriculum_and_steps_scale_it():
     from jigsaw_lib import world
 
     default = pretrain.PretrainConfig()
-    assert default.stages == pretrain.CURRICULUM and default.steps == 2400
+    assert default.stages == pretrain.CURRICULUM and default.steps == 3200
     assert default.vision_steps == 1500 and default.freeze_vision and default.seed == 1
     assert default.to_json()["world"] == world.resolve({"hallucination_echo": True, "ordering_random_example": True,
                                                         "ordering_varied_wording": True})
-    small = pretrain.PretrainConfig(steps=48)  # the same schedule in small: each stage keeps its share
-    assert [s["steps"] for s in small.stages] == [8, 6, 10, 8, 8, 8] and small.steps == 48
+    small = pretrain.PretrainConfig(steps=64)  # the same schedule in small: each stage keeps its share
+    assert [s["steps"] for s in small.stages] == [8, 6, 10, 8, 8, 8, 16] and small.steps == 64
     assert [s["mix"] for s in small.stages] == [s["mix"] for s in pretrain.CURRICULUM]
     assert [s.get("world") for s in small.stages] == [s.get("world") for s in pretrain.CURRICULUM]
-    assert [s["steps"] for s in pretrain.PretrainConfig(steps=2401).stages] == [400, 300, 501, 400, 400, 400]
-    assert [s["steps"] for s in pretrain.PretrainConfig(steps=7).stages] == [1, 1, 2, 1, 1, 1]
-    assert pretrain.smoke_config().steps == 6 and pretrain.smoke_config().vision_steps == 2
+    assert [s["steps"] for s in pretrain.PretrainConfig(steps=3201).stages] == [400, 300, 500, 400, 400, 400, 801]
+    assert [s["steps"] for s in pretrain.PretrainConfig(steps=8).stages] == [1, 1, 1, 1, 1, 1, 2]
+    assert pretrain.smoke_config().steps == 7 and pretrain.smoke_config().vision_steps == 2
     assert [s["steps"] for s in pretrain.PretrainConfig(stages=pretrain.E4_CURRICULUM, steps=1601).stages] == [
         401, 400, 400, 400]  # the first shipped base's schedule scales the same way
     # E4's config writes no keys for the settings added after it (its cache key as then) and reads back as it was,
     # although today's defaults of those settings differ
     e4 = pretrain.PretrainConfig(stages=pretrain.E4_CURRICULUM, vision_steps=0, freeze_vision=False, world={}, seed=0)
     assert not {"vision_steps", "freeze_vision", "group_by_length"} & set(e4.to_json())
-    with pytest.raises(ValueError, match="fewer than the curriculum's 6 stages"):
-        pretrain.PretrainConfig(steps=5)
+    with pytest.raises(ValueError, match="fewer than the curriculum's 7 stages"):
+        pretrain.PretrainConfig(steps=6)
     assert pretrain.PretrainConfig(stages=None).steps == 2000
     # a record reads back to the config it came from: curricula, single mixtures, older records
     single = pretrain.PretrainConfig(stages=None, steps=700, world={"digit_pixel": 1 / 24})
