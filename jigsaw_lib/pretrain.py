@@ -235,26 +235,55 @@ def _cached(out_dir: Path, config: PretrainConfig) -> bool:
 
 
 def pretrain(config: PretrainConfig | None = None, out_dir: str | Path = DEFAULT_DIR, *,
-             retrain: bool = False, progress: bool = True, callbacks=None) -> Path:
-    """Train (or find cached) a pocket base model; returns its checkpoint directory."""
+             retrain: bool = False, progress: bool = True, callbacks=None, start_stage: int = 0,
+             init: str | Path | None = None) -> Path:
+    """Train (or find cached) a pocket base model; returns its checkpoint directory.
+
+    ``start_stage=k`` with ``init``, a base trained by this config's first k stages, trains only stages k and on
+    from its weights: the same items, seeds and schedules as a run from scratch, so on one machine the result is
+    the same model (tested). The shipped base E22 is E21 (the first six stages) continued so from stage 6."""
     config = config or PretrainConfig()
     out_dir = Path(out_dir)
     if not retrain and _cached(out_dir, config):
         return out_dir
+    if start_stage:
+        _check_init(config, start_stage, init)
     with world.configure(**config.world):
-        return _pretrain(config, out_dir, progress, callbacks)
+        return _pretrain(config, out_dir, progress, callbacks, start_stage, init)
 
 
-def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) -> Path:
+def _check_init(config: PretrainConfig, start_stage: int, init) -> None:
+    """``init`` must be a base trained with exactly ``config``'s first ``start_stage`` stages."""
+    stages = len(config.plan())
+    if not config.stages or not 0 < start_stage < stages:
+        raise ValueError(f"start_stage={start_stage} must name a later stage of the curriculum (1..{stages - 1}); "
+                         "a config without stages has only one")
+    if init is None or not (Path(init) / INFO).exists():
+        raise FileNotFoundError(f"start_stage={start_stage} needs init=, a pretrained base (with {INFO}) trained by "
+                                f"the config's first {start_stage} stages; got {init!r}")
+    settings = {f: getattr(config, f) for f in config.__dataclass_fields__}
+    prefix = PretrainConfig(**{**settings, "stages": config.stages[:start_stage], "steps": None})
+    if not _cached(Path(init), prefix):
+        raise ValueError(f"{init} was not trained by this config's first {start_stage} stages (its recorded config "
+                         f"differs): continue a base only with the stages that follow its own")
+
+
+def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks, start_stage: int = 0,
+              init=None) -> Path:
     from . import train
 
     start = time.perf_counter()
-    corpus = default_corpus() + world.corpus()
-    init_dir = out_dir / "init"
-    build_pocket(config.spec, corpus=corpus, save_dir=init_dir)
-    model, processor = load(init_dir)
-    vision_record = {}
-    if config.vision_steps:
+    if start_stage:  # the first stages are init's: its weights, time and log
+        model, processor = load(init)
+        earlier = info(init)
+    else:
+        corpus = default_corpus() + world.corpus()
+        init_dir = out_dir / "init"
+        build_pocket(config.spec, corpus=corpus, save_dir=init_dir)
+        model, processor = load(init_dir)
+        earlier = {}
+    vision_record = earlier.get("vision", {})
+    if config.vision_steps and not start_stage:
         from .vision import pretrain_vision
 
         vision_record = pretrain_vision(model, processor, config.vision_steps, out_dir / "trainer" / "vision",
@@ -265,10 +294,14 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) 
         freeze_vision_tower(model)
     plan = config.plan()
     seen: dict[str, int] = {}  # items of each skill used by earlier stages: a later stage starts after them
-    log, done, data_seconds = [], 0, 0.0
+    log, done, data_seconds = list(earlier.get("log", [])), 0, earlier.get("data_seconds", 0.0)
     for k, (steps, mix) in enumerate(plan):
-        t = time.perf_counter()
         counts = config.items_per_skill(k)
+        if k < start_stage:  # trained in init
+            seen = {s: seen.get(s, 0) + counts.get(s, 0) for s in {*seen, *counts}}
+            done += steps
+            continue
+        t = time.perf_counter()
         with world.configure(**config.stage_world(k)):  # e.g. scenes of one object while objects are learned
             data = world.build_dataset(counts, "train", seed=config.seed, size=config.spec.image_size,
                                        skills=list(mix), shuffle_seed=config.seed + k, progress=progress,
@@ -294,11 +327,13 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks) 
         model = trainer.model
         log += [{**entry, "step": entry.get("step", 0) + done, "stage": k} for entry in trainer.state.log_history]
         done += steps
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + earlier.get("seconds", 0.0)
     save(model, processor, out_dir, spec=config.spec)
+    continued = {"continued": {"from": str(init), "start_stage": start_stage,
+                               "seconds": time.perf_counter() - start}} if start_stage else {}
     (out_dir / INFO).write_text(json.dumps({
         "config": config.to_json(), "seconds": seconds, "data_seconds": data_seconds, "log": log,
-        **({"vision": vision_record} if vision_record else {})}, indent=1))
+        **({"vision": vision_record} if vision_record else {}), **continued}, indent=1))
     return out_dir
 
 
@@ -343,7 +378,8 @@ def main(argv=None) -> int:
     for its seed on one machine, but another machine gives other weights) and overwrites the shipped files.
     ``--seed S`` trains ``PretrainConfig(seed=S)`` into :func:`candidate_dir` instead (or ``--out-dir``): how
     candidates for a new base are made, to be chosen by their reachability (2x2 well-formed, pass@8; README,
-    "Why a base is shipped") before one is shipped.
+    "Why a base is shipped") before one is shipped. ``--from-stage K --init DIR`` continues a base trained by the
+    first K stages: E22 is ``--retrain --from-stage 6 --init E21`` (E21's files: ``git show 585e9e9:...``).
     """
     import argparse
 
@@ -352,10 +388,14 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="train PretrainConfig(seed=SEED), a candidate base")
     parser.add_argument("--out-dir", default=None, help="default: the shipped base, or a candidate's own folder")
     parser.add_argument("--n", type=int, default=200, help="held-out items per skill and puzzles per grid")
+    parser.add_argument("--from-stage", type=int, default=0, metavar="K",
+                        help="train only stages K and on, from --init (a base trained by the first K stages)")
+    parser.add_argument("--init", default=None, help="with --from-stage: the base to continue")
     args = parser.parse_args(argv)
     config = PretrainConfig() if args.seed is None else PretrainConfig(seed=args.seed)
     out_dir = args.out_dir or (DEFAULT_DIR if config.seed == PretrainConfig().seed else candidate_dir(config.seed))
-    path = pretrain(config, out_dir, retrain=args.retrain)
+    continued = {"start_stage": args.from_stage, "init": args.init} if args.from_stage else {}
+    path = pretrain(config, out_dir, retrain=args.retrain, **continued)
     print(f"base model at {path}: pretraining took {info(path)['seconds']:.0f} s")
     print(report(path, args.n).to_string(index=False))
     print("\nnumbers in greedy 2x2 answers (share of answers; -1: no <answer> block), the jigsaw prompt and the same "

@@ -37,6 +37,28 @@ def test_pretrain_trains_caches_and_is_deterministic(tmp_path):
     assert json.loads((c / pretrain.INFO).read_text())["config"]["learning_rate"] == 5e-4
 
 
+def test_a_base_continued_from_a_stage_is_the_base_trained_from_scratch(tmp_path):
+    """E22 is E21 continued from stage 6: continuing a base trained by the first k stages gives, on one machine,
+    the weights that training every stage from scratch gives."""
+    stages = [{"steps": 2, "mix": {"counting": 1}}, {"steps": 2, "mix": {"counting": 1, "ordering": 1}}]
+    full = _config(stages=stages, steps=None)
+    whole = pretrain.pretrain(full, tmp_path / "whole", progress=False)
+    first = pretrain.pretrain(_config(stages=stages[:1], steps=None), tmp_path / "first", progress=False)
+    with pytest.raises(ValueError, match="not trained by this config's first 1 stages"):
+        pretrain.pretrain(_config(stages=stages, steps=None, learning_rate=5e-4), tmp_path / "x", start_stage=1,
+                          init=first, progress=False)
+    with pytest.raises(FileNotFoundError, match="needs init="):
+        pretrain.pretrain(full, tmp_path / "x", start_stage=1, progress=False)
+    with pytest.raises(ValueError, match="must name a later stage"):
+        pretrain.pretrain(full, tmp_path / "x", start_stage=2, init=first, progress=False)
+    continued = pretrain.pretrain(full, tmp_path / "continued", start_stage=1, init=first, progress=False)
+    sw, sc = load(whole)[0].state_dict(), load(continued)[0].state_dict()
+    assert all(torch.equal(sw[k], sc[k]) for k in sw)
+    record = pretrain.info(continued)
+    assert pretrain._cached(continued, full) and record["continued"]["start_stage"] == 1
+    assert [h["stage"] for h in record["log"]] == [h["stage"] for h in pretrain.info(whole)["log"]]
+
+
 def test_the_shipped_base_is_what_the_default_config_trains():
     """The repository ships the pocket base: `make reproduce` loads it instead of training it for 30 minutes, and
     only while its recorded config is PretrainConfig()'s. Changing the defaults without shipping the base they
@@ -57,8 +79,8 @@ def test_the_command_trains_candidates_at_other_seeds_beside_the_shipped_base(tm
     their cache key stay), and prints what a base is chosen by: skills and the 2x2 reachability numbers."""
     tiny = pretrain.pretrain(_config(), tmp_path / "tiny", progress=False)
     calls = []
-    monkeypatch.setattr(pretrain, "pretrain", lambda config, out_dir, retrain=False: calls.append(
-        (config.seed, Path(out_dir), retrain)) or tiny)
+    monkeypatch.setattr(pretrain, "pretrain", lambda config, out_dir, retrain=False, **continued: calls.append(
+        (config.seed, Path(out_dir), retrain, *continued.values())) or tiny)
     monkeypatch.setattr(pretrain.paths, "CHECKPOINTS", tmp_path)
     assert pretrain.main(["--seed", "5", "--n", "2"]) == 0
     assert calls == [(5, tmp_path / "pocket-base-seed5", False)]
@@ -68,6 +90,8 @@ def test_the_command_trains_candidates_at_other_seeds_beside_the_shipped_base(tm
         assert word in out
     pretrain.main(["--retrain", "--n", "2"])  # the default seed: the shipped base's folder
     assert calls[-1] == (pretrain.PretrainConfig().seed, pretrain.DEFAULT_DIR, True)
+    pretrain.main(["--retrain", "--n", "2", "--from-stage", "6", "--init", "e21"])  # how E22 was made from E21
+    assert calls[-1] == (pretrain.PretrainConfig().seed, pretrain.DEFAULT_DIR, True, 6, "e21")
 
 
 def test_pretrain_config_errors():
