@@ -155,8 +155,8 @@ PRESETS = {
         # Session 27, on E22 (E21 with a seventh pretraining stage; it starts at 0.28 exact on the larger probe, E21
         # at 0.19): RFT 150 steps, not 300, and SFT on rollouts 30 (a fifth). Chosen on seed 0 of E22 (larger probe):
         # at 300 steps RFT reached 0.83 exact and lost 4.75 points, at 150 0.6425 and 1.42 (its forgetting grows
-        # faster late: 0.39 points per 0.1 exact gained by step 150, 1.75 after); SFT on the 150-step model's
-        # rollouts for 30 steps reached 0.66 having lost 2.33. docs/experiment_log.md, "E22".
+        # faster late: 0.39 points per 0.1 exact gained by step 150, 1.78 after); SFT on the 150-step model's
+        # rollouts for 30 steps reached 0.66 having lost 2.33. README, "How the lengths were cut".
         "sft": dict(learning_rate=3e-4, max_steps=200, batch_size=32, **_POCKET_EVAL, **_POCKET_PUZZLES,
                     **_POCKET_TOWER),
         "rft": dict(learning_rate=1e-4, max_steps=150, batch_size=8, num_generations=8, beta=0.3, **_POCKET_EVAL,

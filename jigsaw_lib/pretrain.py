@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from . import paths, world
@@ -261,8 +261,7 @@ def _check_init(config: PretrainConfig, start_stage: int, init) -> None:
     if init is None or not (Path(init) / INFO).exists():
         raise FileNotFoundError(f"start_stage={start_stage} needs init=, a pretrained base (with {INFO}) trained by "
                                 f"the config's first {start_stage} stages; got {init!r}")
-    settings = {f: getattr(config, f) for f in config.__dataclass_fields__}
-    prefix = PretrainConfig(**{**settings, "stages": config.stages[:start_stage], "steps": None})
+    prefix = replace(config, stages=config.stages[:start_stage], steps=None)
     if not _cached(Path(init), prefix):
         raise ValueError(f"{init} was not trained by this config's first {start_stage} stages (its recorded config "
                          f"differs): continue a base only with the stages that follow its own")
@@ -297,18 +296,18 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks, 
     log, done, data_seconds = list(earlier.get("log", [])), 0, earlier.get("data_seconds", 0.0)
     for k, (steps, mix) in enumerate(plan):
         counts = config.items_per_skill(k)
+        first_item = {s: seen.get(s, 0) for s in mix}
+        for s, n in counts.items():
+            seen[s] = seen.get(s, 0) + n
         if k < start_stage:  # trained in init
-            seen = {s: seen.get(s, 0) + counts.get(s, 0) for s in {*seen, *counts}}
             done += steps
             continue
         t = time.perf_counter()
         with world.configure(**config.stage_world(k)):  # e.g. scenes of one object while objects are learned
             data = world.build_dataset(counts, "train", seed=config.seed, size=config.spec.image_size,
                                        skills=list(mix), shuffle_seed=config.seed + k, progress=progress,
-                                       start={s: seen.get(s, 0) for s in mix})
+                                       start=first_item)
         data_seconds += time.perf_counter() - t
-        for s, n in counts.items():
-            seen[s] = seen.get(s, 0) + n
         grouping = {}
         if config.group_by_length:
             data = data.map(lambda row: {"length": prompt_length(row["prompt"])})
