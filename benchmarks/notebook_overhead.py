@@ -1,13 +1,17 @@
-"""What notebook 02 adds to training: the same short runs inside the notebook (papermill) and in a plain loop.
+"""What notebook 02 adds to training, and what running its runs side by side saves.
 
     python benchmarks/notebook_overhead.py [--steps 60] [--seeds 3] [--methods rft rollout_sft rollout_sft_early sft]
+                                           [--workers 1 2] [--notebook-only]
 
-Notebook 02 runs a dozen trainings in one kernel, with live curves and progress bars. This runs ``--seeds`` runs of
-each of ``--methods`` (default: SFT only) of ``--steps`` steps on the cached pocket base, first through notebook 02
-(papermill, as ``make reproduce`` does, in its order: per seed RFT, SFT on its rollouts, on its early rollouts, SFT),
-then in the same order in this process, into a temporary folder (the committed results and checkpoints are not
-touched), and prints each run's training seconds per step (``wall_seconds``, evaluation excluded). A notebook that
-costs more per step than the plain loop, or more with each run, spends that time outside training.
+Notebook 02 runs a dozen trainings, with live curves and progress bars. This runs ``--seeds`` runs of each of
+``--methods`` (default: SFT only) of ``--steps`` steps on the cached pocket base, through notebook 02 (papermill, as
+``make reproduce`` does, in its order: per seed RFT, SFT on its rollouts, on its early rollouts, SFT) once for each
+``--workers`` value (1: in turn in the kernel; 2: side by side in two worker processes, one thread each,
+:mod:`jigsaw_lib.study`), then in turn in this process (the plain loop), into a temporary folder (the committed
+results and checkpoints are not touched). It prints each run's training seconds per step (``wall_seconds``,
+evaluation excluded), the whole notebook's seconds, and whether each notebook's numbers equal the first's. A
+notebook in turn (workers=1) that costs more per step than the plain loop, or more with each run, spends that time
+outside training; side by side a run's steps take longer (two runs share the cores) and the notebook less.
 """
 
 from __future__ import annotations
@@ -32,26 +36,20 @@ def per_step(metrics, steps: int) -> str:
     return ", ".join(f"{m} {s}: {v}" for (m, s), v in per.items())
 
 
-def plain_loop(train, config, base: str, methods, seeds, short: dict, early_step: int, out: Path):
-    """Notebook 02's runs in its order, with the library's own calls and no notebook."""
-    import pandas as pd
+def plain_loop(study, base: str, methods, seeds, overrides: dict, early_step: int, out: Path):
+    """Notebook 02's runs in its order, with the library's own calls and no notebook, one after another."""
+    jobs = study.plan(seeds=seeds, methods=methods, early_step=early_step, runs_dir=out, overrides=overrides,
+                      common={"base": base})
+    return study.run(jobs, workers=1, progress=False)
 
-    done = []
-    for s in seeds:
-        if "rft" in methods:
-            rft = train.run_rft(config.make("rft", seed=s, base=base, save_steps=[early_step], **short),
-                                out / f"rft-seed{s}", progress=False)
-            done.append(rft.metrics)
-            early = rft.output_dir / f"model-step{early_step}"
-            for name, source in [("rollout_sft", rft.final), ("rollout_sft_early", early)]:
-                if name in methods:
-                    cfg = config.make("rollout_sft", seed=s, base=base, rollouts_from=str(source), name=name,
-                                      **short, **ROLLOUTS)
-                    done.append(train.run_rollout_sft(cfg, out / f"{name}-seed{s}", progress=False).metrics)
-        if "sft" in methods:
-            done.append(train.run_sft(config.make("sft", seed=s, base=base, **short), out / f"sft-seed{s}",
-                                      progress=False).metrics)
-    return pd.concat(done)
+
+def same_numbers(a, b) -> bool:
+    """Equal metrics value for value, wall_seconds (a timing) aside."""
+    def values(m):
+        m = m[m.metric != "wall_seconds"]
+        return m.set_index(["method", "seed", "step", "metric"])["value"].sort_index()
+
+    return values(a).equals(values(b))
 
 
 def main(argv=None) -> int:
@@ -59,6 +57,9 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--notebook-only", action="store_true", help="skip the plain loop")
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="run notebook 02 once with each of these workers (1: runs in turn; 2: side by side, "
+                             "one thread each, on this 2-core machine)")
     parser.add_argument("--no-progress", action="store_true",
                         help="the trainer without its progress display (disable_tqdm; it prints its logs instead)")
     parser.add_argument("--methods", nargs="+", default=["sft"], choices=METHODS,
@@ -77,22 +78,30 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(ROOT))
     import pandas as pd
 
-    from jigsaw_lib import config, notebooks, paths, train
+    from jigsaw_lib import notebooks, paths, study
 
     seeds = list(range(args.seeds))
     short = dict(SHORT, max_steps=args.steps, **({"trl": {"disable_tqdm": True}} if args.no_progress else {}))
     early_step = max(1, args.steps // 2)
     overrides = {m: short for m in ("rft", "sft")} | {"rollout_sft": {**short, **ROLLOUTS}}
-    t = time.perf_counter()
-    notebooks.run("02", dict(methods=list(args.methods), seeds=seeds, sft_lr_sweep=[], early_step=early_step,
-                             overrides=overrides), progress_bar=False)
-    in_notebook = time.perf_counter() - t
-    notebook = pd.read_csv(paths.RESULTS / "metrics.csv")
     print(f"{args.steps} steps a run, seconds of training per step by method and seed (evaluation excluded):")
-    print(f"  notebook 02 (papermill): {per_step(notebook, args.steps)}   whole notebook {in_notebook:.0f} s")
+    first = None
+    for workers in args.workers:
+        shutil.rmtree(paths.CHECKPOINTS / "runs", ignore_errors=True)  # every notebook trains its runs anew
+        t = time.perf_counter()
+        notebooks.run("02", dict(methods=list(args.methods), seeds=seeds, sft_lr_sweep=[], early_step=early_step,
+                                 overrides=overrides, workers=workers), progress_bar=False)
+        in_notebook = time.perf_counter() - t
+        notebook = pd.read_csv(paths.RESULTS / "metrics.csv")
+        print(f"  notebook 02 (papermill), workers={workers}: {per_step(notebook, args.steps)}   "
+              f"whole notebook {in_notebook:.0f} s")
+        if first is None:
+            first = notebook
+        else:
+            print(f"    same numbers as workers={args.workers[0]}: {same_numbers(first, notebook)}")
     if not args.notebook_only:
         t = time.perf_counter()
-        plain = plain_loop(train, config, str(paths.CHECKPOINTS / "pocket-base"), args.methods, seeds, short,
+        plain = plain_loop(study, str(paths.CHECKPOINTS / "pocket-base"), args.methods, seeds, overrides,
                            early_step, tmp / "plain")
         print(f"  plain loop:              {per_step(plain, args.steps)}   all runs {time.perf_counter() - t:.0f} s")
     shutil.rmtree(tmp, ignore_errors=True)

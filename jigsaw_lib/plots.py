@@ -122,9 +122,17 @@ class LiveCurves(TrainerCallback):
         csv = Path(args.output_dir).parent / "metrics.csv"
         if not state.is_world_process_zero or not csv.exists():
             return
-        run = pd.read_csv(csv)
-        # redraw only when a curve has a new point: the trainer's own logs reach metrics.csv at every step, and
-        # until session 24 a figure was drawn (and sent to papermill) at every step of every run of notebook 02
+        self.update(pd.read_csv(csv))
+
+    def update(self, run):
+        """Redraw with ``run`` (the tidy metrics of the runs in progress, or None) if a tracked curve has a new point.
+
+        The trainer's own logs reach metrics.csv at every step; until session 24 a figure was drawn (and sent to
+        papermill) at every step of every run of notebook 02. :func:`jigsaw_lib.study.run` calls this with the
+        metrics of the runs its workers train.
+        """
+        if run is None:
+            return
         tracked = run[run.metric.isin(self.metrics)]
         latest = (len(tracked), tracked.step.max() if len(tracked) else None)
         if latest == self._drawn or not len(tracked):

@@ -36,7 +36,7 @@ from .dynamics import KLProbe
 from .models import load, save
 
 # the base model's larger probe, per base and probe setting: greedy answers are deterministic, so the runs of one
-# process (notebook 02's dozen) measure the base once
+# process measure the base once (notebook 02's dozen runs: once in turn, once per worker side by side, study.run)
 _BASE_PROBES: dict[str, list] = {}
 TRAIN_KEYS = ("loss", "reward", "reward_std", "entropy", "frac_reward_zero_std", "kl", "grad_norm",
               "rewards/hit_reward/mean", "rewards/exact_reward/mean", "rewards/format_reward/mean",
