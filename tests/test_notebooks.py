@@ -23,6 +23,10 @@ def test_notebook_is_committed_clean_with_parameters(path):
     assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
     params = notebooks.parameters_of(path)
     assert "smoke" in params and "scale" in params
+    # papermill skips a line it cannot parse (an "=" in a comment, say), and that parameter could not be set
+    assigned = [line.split("=")[0].strip() for line in "".join(tagged[0]["source"]).splitlines()
+                if line and not line.startswith((" ", "#")) and "=" in line]
+    assert list(params) == assigned
 
 
 def test_unknown_parameter_is_an_error_before_anything_runs(tmp_path):
