@@ -63,6 +63,11 @@ class RunConfig:
     def label(self) -> str:
         return self.name or self.method
 
+    @property
+    def run_name(self) -> str:
+        """The run's folder name, e.g. ``rft-seed0``."""
+        return f"{self.label}-seed{self.seed}"
+
     def to_dict(self) -> dict:
         return {"method": self.method, **dataclasses.asdict(self)}
 

@@ -58,7 +58,7 @@ class Job:
 
     @property
     def name(self) -> str:
-        return f"{self.cfg.label}-seed{self.cfg.seed}"
+        return self.cfg.run_name
 
 
 def plan(scale: str = "pocket", *, seeds=(0, 1, 2), methods=("rft", "rollout_sft", "rollout_sft_early", "sft"),
@@ -86,7 +86,7 @@ def plan(scale: str = "pocket", *, seeds=(0, 1, 2), methods=("rft", "rollout_sft
         return config.make(method, scale, seed=seed, **{**common, **overrides.get(method, {}), **kw})
 
     def job(cfg, **kw):
-        return Job(cfg, runs_dir / f"{cfg.label}-seed{cfg.seed}", **kw)
+        return Job(cfg, runs_dir / cfg.run_name, **kw)
 
     jobs = []
     for seed in seeds:
@@ -223,7 +223,7 @@ def run(jobs: list[Job], workers: int | None = None, *, live=None, progress: boo
     for j in jobs:
         if j.same_as:
             done[j.name] = done[j.same_as].assign(method=j.cfg.label)
-    return pd.concat([done[n] for n in [j.name for j in jobs]], ignore_index=True)
+    return pd.concat([done[j.name] for j in jobs], ignore_index=True)
 
 
 def _run_side_by_side(todo: list[Job], workers: int, done: dict, live, poll_seconds: float) -> None:

@@ -90,7 +90,7 @@ def train_dataset(cfg, n: int | None = None):
 def _run_dir(cfg, output_dir) -> Path:
     from . import paths
 
-    return Path(output_dir) if output_dir else paths.CHECKPOINTS / "runs" / f"{cfg.label}-seed{cfg.seed}"
+    return Path(output_dir) if output_dir else paths.CHECKPOINTS / "runs" / cfg.run_name
 
 
 def _last_checkpoint(out: Path, resume: bool) -> str | None:
