@@ -32,8 +32,12 @@ JIGSAW_TEST_SEED = 1_000_003  # puzzles for evaluation come from their own image
 @torch.inference_mode()
 def generate(model, processor, prompts: list, images: list, *, max_new_tokens: int = 24, batch_size: int = 64,
              do_sample: bool = False, temperature: float = 1.0, num_samples: int = 1, progress: bool = True,
-             desc: str = "generate", return_ids: bool = False) -> list[list]:
+             desc: str = "generate", return_ids: bool = False, shared_prefill: bool = True) -> list[list]:
     """Completions for each (conversational prompt, image): a list of ``num_samples`` strings per prompt.
+
+    With ``num_samples > 1`` each prompt is read once and its samples continue from its cache
+    (:func:`generate_shared`; ``shared_prefill=False``: ``generate``'s own ``num_return_sequences``, which reads
+    every prompt once per sample). The samples are drawn in the same order from the same distributions either way.
 
     With ``return_ids`` the completions are the generated token ids instead (up to and including the
     end-of-turn token, padding removed): what the model actually sampled, for scoring it exactly.
@@ -53,8 +57,12 @@ def generate(model, processor, prompts: list, images: list, *, max_new_tokens: i
                                return_tensors="pt").to(model.device)
             kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample \
                 else {"do_sample": False}
-            ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
-                                 pad_token_id=tokenizer.pad_token_id, **kwargs)
+            if num_samples > 1 and shared_prefill:
+                ids = generate_shared(model, inputs, num_samples, max_new_tokens=max_new_tokens,
+                                       pad_token_id=tokenizer.pad_token_id, **kwargs)
+            else:
+                ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
+                                     pad_token_id=tokenizer.pad_token_id, **kwargs)
             new = ids[:, inputs["input_ids"].shape[1]:]
             if return_ids:
                 decoded = [_trim(row.tolist(), tokenizer.eos_token_id, tokenizer.pad_token_id) for row in new]
@@ -65,6 +73,32 @@ def generate(model, processor, prompts: list, images: list, *, max_new_tokens: i
         tokenizer.padding_side = side
         model.train(was_training)
     return out
+
+
+def generate_shared(model, inputs, num_samples: int, *, generate=None, **generate_kwargs) -> torch.Tensor:
+    """``model.generate(**inputs, num_return_sequences=num_samples)``, with each prompt read once.
+
+    Reading the prompt (about 190 tokens, 16 of them image tokens at pocket scale) is nearly all the cost of
+    sampling a short answer, and ``num_return_sequences`` reads it once per sample. Here the prompts but their last
+    token fill a cache in one forward pass; the cache is repeated ``num_samples`` times and ``generate`` continues
+    from it (transformers' cache continuation), with the prompts repeated as ``num_return_sequences`` repeats them,
+    so the rows, and the random draws of sampling, come in the same order. Qwen2.5-VL keeps the offsets of its 3D
+    (image) positions from the prefill (``rope_deltas``); they are repeated with the cache. On one machine the
+    samples are the very tokens ``num_return_sequences`` draws (2,304 of 2,304 sampled answers equal, session 29).
+    ``generate``: the generate function to continue with (default ``model.generate``).
+    """
+    from transformers import DynamicCache
+
+    cut = {k: v[:, :-1] for k, v in inputs.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
+    vision = {k: v for k, v in inputs.items() if k not in cut}
+    cache = DynamicCache(config=model.config)
+    model(**cut, **vision, cache=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(num_samples)
+    inner = model.model
+    if getattr(inner, "rope_deltas", None) is not None:
+        inner.rope_deltas = inner.rope_deltas.repeat_interleave(num_samples, dim=0)
+    rest = {k: v.repeat_interleave(num_samples, dim=0) for k, v in inputs.items() if k in cut}
+    return (generate or model.generate)(**rest, cache=cache, **generate_kwargs)
 
 
 def _trim(ids: list[int], eos: int, pad: int) -> list[int]:

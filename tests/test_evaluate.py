@@ -3,6 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from jigsaw_lib import answers, evaluate, puzzles, world
 from jigsaw_lib.models import TINY, load
@@ -40,6 +41,27 @@ def test_generate_shapes_and_sampling(tiny_pocket_dir):
     assert processor.tokenizer.padding_side == "left"
     with pytest.raises(ValueError, match="5 prompts but 4 images"):
         evaluate.generate(model, processor, prompts, images[:4])
+
+
+def test_shared_prefill_samples_what_num_return_sequences_samples(tiny_pocket_dir):
+    # prompts of different lengths (left padding), several batches: each prompt read once, the same draws
+    model, processor = load(tiny_pocket_dir)
+    its = world.items("perception", "test", 3, size=TINY.image_size) + world.items("ordering", "test", 4, size=TINY.image_size)
+    prompts, images = [world.user_turn(it.question) for it in its], [it.image for it in its]
+    text = lambda p: processor.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+    assert len({len(processor.tokenizer(text(p))["input_ids"]) for p in prompts}) > 1
+    drawn = {}
+    for shared in (True, False):
+        torch.manual_seed(3)
+        drawn[shared] = evaluate.generate(model, processor, prompts, images, max_new_tokens=6, do_sample=True,
+                                          num_samples=4, batch_size=3, progress=False, shared_prefill=shared,
+                                          return_ids=True)
+    assert drawn[True] == drawn[False]
+    assert len({tuple(s) for group in drawn[True] for s in group}) > 7  # samples, not copies of one answer
+    # greedy copies of a prompt are its greedy answer
+    greedy = evaluate.generate(model, processor, prompts, images, max_new_tokens=6, progress=False)
+    copies = evaluate.generate(model, processor, prompts, images, max_new_tokens=6, num_samples=2, progress=False)
+    assert copies == [g * 2 for g in greedy]
 
 
 def test_evaluate_checkpoint_rows(tiny_pocket_dir):

@@ -262,6 +262,9 @@ def test_the_base_is_probed_once_per_process(tiny_pocket_dir, tmp_path, monkeypa
     first = train.run_sft(cfg, tmp_path / "a", progress=False).metrics
     second = train.run_sft(cfg, tmp_path / "b", progress=False).metrics
     assert sizes.count((5, 3)) == 3  # the base once, each final model once
+    assert sizes.count((4, 2)) == 3  # the runs' own evaluations too: the base once, each run's step 2
+    base_rows = lambda m: m[(m.step == 0) & ~m.metric.isin(["wall_seconds"])].set_index("metric")["value"]
+    pd.testing.assert_series_equal(base_rows(first), base_rows(second))
     probe = lambda m, step: m[(m.step == step) & m.metric.str.startswith("probe/")].set_index("metric")["value"]
     pd.testing.assert_series_equal(probe(first, 2), probe(second, 2))  # a seeded run: the same final model
     # what the cache gave is the base measured afresh

@@ -72,6 +72,46 @@ def test_grpo_step_moves_the_weights_when_rewards_differ(tiny_pocket_dir, puzzle
     assert _changed(before, model) > 0
 
 
+def test_grpo_reads_each_prompt_once_and_samples_the_same(tiny_pocket_dir, puzzle_data, tmp_path, monkeypatch):
+    # share_prompt_reads: TRL's groups reach generate as one copy of each prompt; the steps are bit-equal
+    from jigsaw_lib import evaluate
+
+    heads = []
+    shared_generate = evaluate.generate_shared
+    monkeypatch.setattr(evaluate, "generate_shared",
+                        lambda model, inputs, n, **kw: heads.append((inputs["input_ids"].shape[0], n)) or
+                        shared_generate(model, inputs, n, **kw))
+
+    def steps(share, out):
+        sampled = []
+
+        def length_reward(completions, **kwargs):  # records what was sampled; a reward with spread in a group
+            sampled.append(completions)
+            return [float(len(str(c))) for c in completions]
+
+        model, processor = load(tiny_pocket_dir)
+        trainer = train.grpo_trainer(model, processor, puzzle_data, out, reward_funcs=[length_reward], max_steps=2,
+                                     per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
+                                     learning_rate=1e-3, seed=5, share_prompts=share)
+        trainer.train()
+        logs = [{k: v for k, v in log.items() if "runtime" not in k and "per_second" not in k and k != "step_time"}
+                for log in trainer.state.log_history]
+        return sampled, logs, model.state_dict()
+
+    shared, logs, weights = steps(True, tmp_path / "a")
+    assert heads == [(2, 4), (2, 4)]  # each step: TRL's 2 prompts x 4 rollouts read as 2 prompts
+    plain, plain_logs, plain_weights = steps(False, tmp_path / "b")
+    assert len(heads) == 2
+    assert shared == plain and len({str(c) for step in shared for c in step}) > 4  # the same samples, not copies
+    assert logs == plain_logs and logs[0]["frac_reward_zero_std"] < 1.0
+    assert all(torch.equal(weights[k], plain_weights[k]) for k in weights)
+    # a batch of runs of identical rows gives its heads; any other batch is generated as it is
+    heads = train._group_heads({"input_ids": torch.tensor([[1, 2]] * 3 + [[3, 4]] * 3)}, 3)
+    assert heads["input_ids"].tolist() == [[1, 2], [3, 4]]
+    assert train._group_heads({"input_ids": torch.tensor([[1, 2], [1, 2], [3, 4], [1, 2]])}, 2) is None
+    assert train._group_heads({"input_ids": torch.tensor([[1, 2]] * 4), "labels": torch.zeros(4)}, 2) is None
+
+
 def test_unknown_config_key_is_an_error(tiny_pocket_dir, puzzle_data, tmp_path):
     model, processor = load(tiny_pocket_dir)
     with pytest.raises(TypeError, match="learnig_rate"):
