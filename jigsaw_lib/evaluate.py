@@ -57,9 +57,12 @@ def generate(model, processor, prompts: list, images: list, *, max_new_tokens: i
                                return_tensors="pt").to(model.device)
             kwargs = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample \
                 else {"do_sample": False}
-            if num_samples > 1 and shared_prefill:
+            if num_samples > 1 and not do_sample:  # greedy: one answer, copied
+                ids = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                     **kwargs).repeat_interleave(num_samples, dim=0)
+            elif num_samples > 1 and shared_prefill:
                 ids = generate_shared(model, inputs, num_samples, max_new_tokens=max_new_tokens,
-                                       pad_token_id=tokenizer.pad_token_id, **kwargs)
+                                      pad_token_id=tokenizer.pad_token_id, **kwargs)
             else:
                 ids = model.generate(**inputs, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
                                      pad_token_id=tokenizer.pad_token_id, **kwargs)
@@ -75,6 +78,12 @@ def generate(model, processor, prompts: list, images: list, *, max_new_tokens: i
     return out
 
 
+# a Qwen2.5-VL prompt as the processor gives it: inputs with one entry per token, and the image's
+PROMPT_TOKEN_INPUTS = ("input_ids", "attention_mask", "mm_token_type_ids")
+PROMPT_IMAGE_INPUTS = ("pixel_values", "image_grid_thw")
+
+
+@torch.no_grad()
 def generate_shared(model, inputs, num_samples: int, *, generate=None, **generate_kwargs) -> torch.Tensor:
     """``model.generate(**inputs, num_return_sequences=num_samples)``, with each prompt read once.
 
@@ -82,23 +91,29 @@ def generate_shared(model, inputs, num_samples: int, *, generate=None, **generat
     sampling a short answer, and ``num_return_sequences`` reads it once per sample. Here the prompts but their last
     token fill a cache in one forward pass; the cache is repeated ``num_samples`` times and ``generate`` continues
     from it (transformers' cache continuation), with the prompts repeated as ``num_return_sequences`` repeats them,
-    so the rows, and the random draws of sampling, come in the same order. Qwen2.5-VL keeps the offsets of its 3D
-    (image) positions from the prefill (``rope_deltas``); they are repeated with the cache. On one machine the
-    samples are the very tokens ``num_return_sequences`` draws (2,304 of 2,304 sampled answers equal, session 29).
-    ``generate``: the generate function to continue with (default ``model.generate``).
+    so the rows, and the random draws of sampling, come in the same order from the same distributions.
+    Qwen2.5-VL computes the offsets of its 3D (image) positions in the prefill (``rope_deltas``) and continues from
+    them; they are repeated with the cache. The first answer token's logits come from a one-token step over the
+    cache instead of the whole prompt, so they may differ in the last bits: on this project's CPUs (fp32) the samples
+    were the very tokens ``num_return_sequences`` draws (2,304 of 2,304 answers, and 8 GRPO steps, session 29), on
+    other hardware a rare sample may differ. Inputs other than a prompt with its image (``PROMPT_TOKEN_INPUTS``,
+    ``PROMPT_IMAGE_INPUTS``), e.g. text alone, whose positions the prefill could not place, go to ``generate`` as
+    they are. ``generate``: the generate function to continue with (default ``model.generate``).
     """
     from transformers import DynamicCache
 
-    cut = {k: v[:, :-1] for k, v in inputs.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-    vision = {k: v for k, v in inputs.items() if k not in cut}
+    generate = generate or model.generate
+    if num_samples == 1 or set(inputs) != {*PROMPT_TOKEN_INPUTS, *PROMPT_IMAGE_INPUTS}:
+        return generate(**inputs, num_return_sequences=num_samples, **generate_kwargs)
+    cut = {k: inputs[k][:, :-1] for k in PROMPT_TOKEN_INPUTS}
     cache = DynamicCache(config=model.config)
-    model(**cut, **vision, cache=cache, use_cache=True, logits_to_keep=1)
-    cache.batch_repeat_interleave(num_samples)
     inner = model.model
-    if getattr(inner, "rope_deltas", None) is not None:
-        inner.rope_deltas = inner.rope_deltas.repeat_interleave(num_samples, dim=0)
-    rest = {k: v.repeat_interleave(num_samples, dim=0) for k, v in inputs.items() if k in cut}
-    return (generate or model.generate)(**rest, cache=cache, **generate_kwargs)
+    inner.rope_deltas = None  # computed afresh by the prefill, not left from an earlier batch
+    model(**cut, **{k: inputs[k] for k in PROMPT_IMAGE_INPUTS}, cache=cache, use_cache=True, logits_to_keep=1)
+    cache.batch_repeat_interleave(num_samples)
+    inner.rope_deltas = inner.rope_deltas.repeat_interleave(num_samples, dim=0)
+    rest = {k: inputs[k].repeat_interleave(num_samples, dim=0) for k in PROMPT_TOKEN_INPUTS}
+    return generate(**rest, cache=cache, **generate_kwargs)
 
 
 def _trim(ids: list[int], eos: int, pad: int) -> list[int]:

@@ -38,7 +38,7 @@ from .models import load, save
 # the base model's measures (step 0), per base and setting: greedy answers and the KL probe are deterministic, so the
 # runs of one process measure the base once (notebook 02's dozen runs: once in turn, once per worker side by side,
 # study.run); Tracker._base_once
-_BASE_PROBES: dict[str, list] = {}
+_BASE_MEASURES: dict[str, list] = {}
 TRAIN_KEYS = ("loss", "reward", "reward_std", "entropy", "frac_reward_zero_std", "kl", "grad_norm",
               "rewards/hit_reward/mean", "rewards/exact_reward/mean", "rewards/format_reward/mean",
               "completions/mean_length", "mean_token_accuracy")
@@ -88,16 +88,16 @@ class Tracker(TrainerCallback):
             torch.cuda.empty_cache()
         return probe
 
-    def _base_once(self, what: str, sizes, compute):
+    def _base_once(self, model, what: str, sizes, compute):
         """``compute()`` of the base model (step 0), once a process for one base and one setting: greedy answers
         and the KL probe's fixed samples are deterministic, so every run of notebook 02 in a process (in turn: all
         of them; side by side: a worker's) would measure the same numbers again."""
         cfg = self.cfg
-        key = json.dumps([what, _fingerprint(cfg.base), cfg.puzzle_world, cfg.grids, cfg.image_size, cfg.answer_format,
-                          cfg.max_completion_length, sizes], sort_keys=True)
-        if key not in _BASE_PROBES:
-            _BASE_PROBES[key] = compute()
-        return _BASE_PROBES[key]
+        key = json.dumps([what, _fingerprint(cfg.base), str(model.device), str(model.dtype), cfg.puzzle_world, cfg.grids,
+                          cfg.image_size, cfg.answer_format, cfg.max_completion_length, sizes], sort_keys=True)
+        if key not in _BASE_MEASURES:
+            _BASE_MEASURES[key] = compute()
+        return _BASE_MEASURES[key]
 
     def measure(self, model, step: int, *, final: bool = False):
         cfg = self.cfg
@@ -107,7 +107,7 @@ class Tracker(TrainerCallback):
             pairs = evaluate.measure(model, self.processor, cfg, *sizes[:2], progress=self.progress)
             return list(pairs) + [("kl_to_base", self.kl.measure(model))]
 
-        pairs = self._base_once("eval", sizes, small) if step == 0 else small()
+        pairs = self._base_once(model, "eval", sizes, small) if step == 0 else small()
         for metric, value in pairs[:-1]:
             self._add(step, metric, value)
         if (step == 0 or final) and (cfg.probe_jigsaw or (cfg.probe_prior and self.prior)):
@@ -117,7 +117,7 @@ class Tracker(TrainerCallback):
             def probe():
                 return evaluate.measure(model, self.processor, cfg, *probe_sizes, axes=False, progress=self.progress)
 
-            for metric, value in self._base_once("probe", probe_sizes, probe) if step == 0 else probe():
+            for metric, value in self._base_once(model, "probe", probe_sizes, probe) if step == 0 else probe():
                 self._add(step, PROBE + metric, value)
         self._add(step, *pairs[-1])
         self._add(step, "wall_seconds", self.train_seconds)

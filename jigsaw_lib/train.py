@@ -68,62 +68,68 @@ def grpo_trainer(model, processor, train_dataset, output_dir, reward_funcs=JIGSA
             "directory, but this model was built in memory. Save it first (build_pocket(save_dir=...)) and "
             "load it with jigsaw_lib.models.load, or pass beta=0."
         )
-    if share_prompts and not args.use_vllm:
-        share_prompt_reads(model, args.num_generations)
+    share_prompt_reads(model, args.num_generations, enable=share_prompts and not args.use_vllm)
     return GRPOTrainer(model=model, args=args, reward_funcs=list(reward_funcs), train_dataset=train_dataset,
                        processing_class=processor)
 
 
 def _group_heads(inputs: dict, group: int) -> dict | None:
     """The first row of each run of ``group`` identical rows of a generate batch (tokens and image), or None
-    where the batch is not made of such runs or holds inputs this does not know."""
-    known = {"input_ids", "attention_mask", "mm_token_type_ids", "pixel_values", "image_grid_thw"}
-    ids = inputs.get("input_ids")
-    if ids is None or not set(inputs) <= known or group < 2 or ids.shape[0] % group:
+    where the batch is not made of such runs or is not a prompt with one image a row."""
+    from .evaluate import PROMPT_IMAGE_INPUTS, PROMPT_TOKEN_INPUTS
+
+    if set(inputs) != {*PROMPT_TOKEN_INPUTS, *PROMPT_IMAGE_INPUTS} or group < 2:
         return None
-    rows = ids.shape[0]
+    rows = inputs["input_ids"].shape[0]
+    thw = inputs["image_grid_thw"]
+    if rows % group or thw.shape[0] != rows:  # one image a row, as in the jigsaw prompts
+        return None
     heads = {}
-    for key in ("input_ids", "attention_mask", "mm_token_type_ids"):
-        if key in inputs:
-            runs = inputs[key].view(rows // group, group, -1)
-            if not torch.equal(runs, runs[:, :1].expand_as(runs)):
-                return None
-            heads[key] = runs[:, 0]
-    if "pixel_values" in inputs:
-        thw = inputs.get("image_grid_thw")
-        if thw is None or thw.shape[0] != rows:  # one image a row, as in the jigsaw prompts
+    for key in PROMPT_TOKEN_INPUTS:
+        runs = inputs[key].reshape(rows // group, group, -1)
+        if not torch.equal(runs, runs[:, :1].expand_as(runs)):
             return None
-        images = torch.split(inputs["pixel_values"], thw.prod(-1).tolist())
-        for start in range(0, rows, group):
-            if any(not torch.equal(thw[start], thw[i]) or not torch.equal(images[start], images[i])
-                   for i in range(start + 1, start + group)):
-                return None
-        heads["pixel_values"] = torch.cat(images[::group])
-        heads["image_grid_thw"] = thw[::group]
+        heads[key] = runs[:, 0]
+    images = torch.split(inputs["pixel_values"], thw.prod(-1).tolist())
+    for start in range(0, rows, group):
+        if any(not torch.equal(thw[start], thw[i]) or not torch.equal(images[start], images[i])
+               for i in range(start + 1, start + group)):
+            return None
+    heads["pixel_values"] = torch.cat(images[::group])
+    heads["image_grid_thw"] = thw[::group]
     return heads
 
 
-def share_prompt_reads(model, group: int):
+def share_prompt_reads(model, group: int, enable: bool = True):
     """Make ``model.generate`` read each prompt of GRPO's groups once (transformers' generation, vLLM unused).
 
     TRL's GRPOTrainer passes every prompt ``num_generations`` times in a row to ``model.generate``, which reads
     (prefills) each copy: at pocket scale that is nearly all of generation's time. Where a batch is made of such
     runs, this generates from one copy of each prompt with :func:`jigsaw_lib.evaluate.generate_shared`: the same
-    rows in the same order, sampled from the same distributions; any other batch goes to ``generate`` as it is.
+    rows in the same order, sampled from the same distributions. Any other call (other inputs, a cache of its own,
+    several sequences a row, a cache implementation) goes to ``generate`` as it is. Off under several processes,
+    where each would decide on its own rows and a sharded model (ZeRO-3) needs every rank in the same forward passes;
+    ``enable=False`` takes it off. Installing it twice wraps once.
     """
     from .evaluate import generate_shared
 
-    plain = model.generate
+    plain = getattr(model.generate, "plain", model.generate)
+    if not enable or _world_size() > 1:
+        model.generate = plain
+        return model
 
     def generate(**kwargs):
+        config = kwargs.get("generation_config")
+        own = ({"cache", "past_key_values", "num_return_sequences"} & set(kwargs)
+               or (config is not None and ((config.num_return_sequences or 1) > 1 or config.cache_implementation)))
         tensors = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
-        heads = _group_heads(tensors, group)
+        heads = None if own else _group_heads(tensors, group)
         if heads is None:
             return plain(**kwargs)
-        rest = {k: v for k, v in kwargs.items() if k not in tensors}
-        with torch.no_grad():
-            return generate_shared(model, heads, group, generate=plain, **rest)
+        return generate_shared(model, heads, group, generate=plain,
+                               **{k: v for k, v in kwargs.items() if k not in tensors})
 
+    generate.plain = plain
     model.generate = generate
     return model
 

@@ -62,6 +62,18 @@ def test_shared_prefill_samples_what_num_return_sequences_samples(tiny_pocket_di
     greedy = evaluate.generate(model, processor, prompts, images, max_new_tokens=6, progress=False)
     copies = evaluate.generate(model, processor, prompts, images, max_new_tokens=6, num_samples=2, progress=False)
     assert copies == [g * 2 for g in greedy]
+    # GRPO's wrapper (train.share_prompt_reads) passes on a call that brings its own cache; installed twice, it wraps
+    # once; taken off, generate is the model's own again
+    from jigsaw_lib import train
+
+    train.share_prompt_reads(train.share_prompt_reads(model, 4), 4)
+    assert model.generate.plain.__func__ is type(model).generate
+    torch.manual_seed(3)
+    again = evaluate.generate(model, processor, prompts, images, max_new_tokens=6, do_sample=True, num_samples=4,
+                              batch_size=3, progress=False, return_ids=True)
+    assert again == drawn[True]
+    train.share_prompt_reads(model, 4, enable=False)
+    assert model.generate.__func__ is type(model).generate
 
 
 def test_evaluate_checkpoint_rows(tiny_pocket_dir):

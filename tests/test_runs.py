@@ -253,7 +253,7 @@ def test_puzzle_world_draws_the_puzzles_only(tiny_pocket_dir, tmp_path, monkeypa
 def test_the_base_is_probed_once_per_process(tiny_pocket_dir, tmp_path, monkeypatch):
     from jigsaw_lib import evaluate, tracking
 
-    monkeypatch.setattr(tracking, "_BASE_PROBES", {})
+    monkeypatch.setattr(tracking, "_BASE_MEASURES", {})
     sizes = []
     measure = evaluate.measure
     monkeypatch.setattr(evaluate, "measure", lambda m, p, cfg, nj, np_, **k: sizes.append((nj, np_)) or

@@ -82,6 +82,11 @@ def test_grpo_reads_each_prompt_once_and_samples_the_same(tiny_pocket_dir, puzzl
                         lambda model, inputs, n, **kw: heads.append((inputs["input_ids"].shape[0], n)) or
                         shared_generate(model, inputs, n, **kw))
 
+    # 2x2 and 1x2 puzzles: prompts of two lengths, so a batch is left-padded
+    mixed = puzzles.build_dataset(puzzles.procedural_images(8, size=TINY.image_size, seed=1), grids=[(2, 2), (1, 2)],
+                                  n=8, seed=1, answer_format="direct")
+    assert len({len(str(p)) for p in mixed["prompt"]}) > 1
+
     def steps(share, out):
         sampled = []
 
@@ -90,7 +95,7 @@ def test_grpo_reads_each_prompt_once_and_samples_the_same(tiny_pocket_dir, puzzl
             return [float(len(str(c))) for c in completions]
 
         model, processor = load(tiny_pocket_dir)
-        trainer = train.grpo_trainer(model, processor, puzzle_data, out, reward_funcs=[length_reward], max_steps=2,
+        trainer = train.grpo_trainer(model, processor, mixed, out, reward_funcs=[length_reward], max_steps=2,
                                      per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
                                      learning_rate=1e-3, seed=5, share_prompts=share)
         trainer.train()
@@ -106,10 +111,20 @@ def test_grpo_reads_each_prompt_once_and_samples_the_same(tiny_pocket_dir, puzzl
     assert logs == plain_logs and logs[0]["frac_reward_zero_std"] < 1.0
     assert all(torch.equal(weights[k], plain_weights[k]) for k in weights)
     # a batch of runs of identical rows gives its heads; any other batch is generated as it is
-    heads = train._group_heads({"input_ids": torch.tensor([[1, 2]] * 3 + [[3, 4]] * 3)}, 3)
-    assert heads["input_ids"].tolist() == [[1, 2], [3, 4]]
-    assert train._group_heads({"input_ids": torch.tensor([[1, 2], [1, 2], [3, 4], [1, 2]])}, 2) is None
-    assert train._group_heads({"input_ids": torch.tensor([[1, 2]] * 4), "labels": torch.zeros(4)}, 2) is None
+    rows = [[1, 2]] * 3 + [[3, 4]] * 3
+    batch = {"input_ids": torch.tensor(rows), "attention_mask": torch.ones(6, 2, dtype=torch.long),
+             "mm_token_type_ids": torch.zeros(6, 2, dtype=torch.long), "pixel_values": torch.arange(12.0)[:, None],
+             "image_grid_thw": torch.tensor([[1, 1, 2]] * 6)}
+    batch["pixel_values"][6:] = 0  # rows 3-5 share one image, as rows 0-2 do
+    batch["pixel_values"][:6] = 1
+    heads = train._group_heads(batch, 3)
+    assert heads["input_ids"].tolist() == [[1, 2], [3, 4]] and heads["pixel_values"].tolist() == [[1]] * 2 + [[0]] * 2
+    assert train._group_heads({**batch, "input_ids": torch.tensor([[1, 2], [1, 2], [3, 4]] * 2)}, 3) is None
+    other_image = batch["pixel_values"].clone()
+    other_image[2:4] = 5  # row 1's image differs from row 0's
+    assert train._group_heads({**batch, "pixel_values": other_image}, 3) is None
+    text_only = {k: batch[k] for k in ("input_ids", "attention_mask")}
+    assert train._group_heads(text_only, 3) is None
 
 
 def test_unknown_config_key_is_an_error(tiny_pocket_dir, puzzle_data, tmp_path):
