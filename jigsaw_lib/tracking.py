@@ -104,11 +104,11 @@ class Tracker(TrainerCallback):
         sizes = (cfg.eval_jigsaw, cfg.eval_prior if self.prior else 0, cfg.eval_kl)
 
         def small():
-            pairs = evaluate.measure(model, self.processor, cfg, *sizes[:2], progress=self.progress)
-            return list(pairs) + [("kl_to_base", self.kl.measure(model))]
+            return (list(evaluate.measure(model, self.processor, cfg, *sizes[:2], progress=self.progress)),
+                    self.kl.measure(model))
 
-        pairs = self._base_once(model, "eval", sizes, small) if step == 0 else small()
-        for metric, value in pairs[:-1]:
+        evaluation, kl = self._base_once(model, "eval", sizes, small) if step == 0 else small()
+        for metric, value in evaluation:
             self._add(step, metric, value)
         if (step == 0 or final) and (cfg.probe_jigsaw or (cfg.probe_prior and self.prior)):
             # the larger final probe: the base and the run's last model, on more puzzles and items
@@ -119,7 +119,7 @@ class Tracker(TrainerCallback):
 
             for metric, value in self._base_once(model, "probe", probe_sizes, probe) if step == 0 else probe():
                 self._add(step, PROBE + metric, value)
-        self._add(step, *pairs[-1])
+        self._add(step, "kl_to_base", kl)
         self._add(step, "wall_seconds", self.train_seconds)
 
     def keep(self, model, step: int):
