@@ -5,10 +5,12 @@
 ``run_rft`` adds the kit's tracking callback, checkpointing and config handling around TRL; between
 evaluations its steps must cost what TRL's own do (target: ratio <= 1.1). Both runs use the same
 puzzles, seed and GRPO settings; evaluation is pushed past the last step so only training is timed.
-The bare trainer is TRL's as it comes (``share_prompts=False``). The kit's generation reads each prompt of a
-group once (``train.share_prompt_reads``), which makes its steps cheaper than TRL's own; so a third run, the bare
-trainer with that change alone, shows what the kit's callback, checkpointing and config add. Prints the median
-step time of each after one warm-up step, the ratios, and whether the runs logged the same numbers.
+The bare trainer is TRL's as it comes (``share_prompts=False``, ``load(..., share_prefix=False)``). The kit reads
+each prompt of a group once when it samples the group (``train.share_prompt_reads``) and when it scores it
+(``train.SharedPromptGRPOTrainer``), and the instruction all prompts begin with once a batch (``jigsaw_lib.prefix``),
+which makes its steps cheaper than TRL's own; so a third run, the bare trainer with those changes alone, shows what
+the kit's callback, checkpointing and config add. Prints the median step time of each after one warm-up step, the
+ratios, and how far apart the runs' logged numbers are (scoring over a shared prompt moves them in the last bits).
 """
 
 import argparse
@@ -37,7 +39,7 @@ def main():
         kit_logs = {key: m[m.metric == f"train/{key}"].sort_values("step").value.tolist() for key in keys}
 
         def bare(share: bool):
-            model, processor = load(cfg.base)
+            model, processor = load(cfg.base, share_prefix=share)
             if cfg.freeze_vision:  # the same trainable parameters as the kit's run
                 freeze_vision_tower(model)
             timer = StepTimer()
@@ -58,10 +60,13 @@ def main():
     print(f"GRPO step, {cfg.batch_size} prompts x {cfg.num_generations} rollouts, base {cfg.base}, median of {a.steps}")
     print(f"  run_rft (kit)                         {kit:.3f} s")
     print(f"  bare TRL GRPOTrainer                  {plain:.3f} s   kit / bare    {kit / plain:.3f}")
-    print(f"  bare, each prompt read once (kit's)   {shared:.3f} s   kit / that    {kit / shared:.3f} "
+    print(f"  bare, prompts read once (kit's)      {shared:.3f} s   kit / that    {kit / shared:.3f} "
           "(what the kit adds around TRL)")
-    print(f"  same numbers: kit and bare {kit_logs == plain_logs}, bare and bare read once {plain_logs == shared_logs} "
-          f"(loss, reward, kl of every step)")
+    def gap(a, b):  # the largest difference of the logged loss, reward and kl over every step
+        return max(abs(x - y) for key in keys for x, y in zip(a[key], b[key], strict=True))
+
+    print(f"  largest difference of the logged loss, reward and kl over {a.steps + 1} steps: kit and bare read once "
+          f"{gap(kit_logs, shared_logs):.2g}, bare and bare read once {gap(plain_logs, shared_logs):.2g}")
 
 
 if __name__ == "__main__":

@@ -287,13 +287,14 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None, device_map=None,
-         attn_implementation: str | None = None):
+         attn_implementation: str | None = None, share_prefix: bool = True):
     """Load ``(model, processor)`` from a checkpoint directory or a Hub id, the same way for both.
 
     ``load("checkpoints/pocket-base")`` and ``load("Qwen/Qwen2.5-VL-3B-Instruct")`` go through the
     same two calls (``AutoProcessor`` and ``Qwen2_5_VLForConditionalGeneration.from_pretrained``),
     so what is tested on the pocket checkpoint is what runs at paper scale. With ``HF_HUB_OFFLINE=1``
-    a Hub id loads from the local Hugging Face cache.
+    a Hub id loads from the local Hugging Face cache. ``share_prefix``: the model reads the text that all rows
+    of a batch begin with once (:func:`jigsaw_lib.prefix.share_prefix`; the same numbers to float rounding).
     """
     name = os.fspath(name_or_path)
     path = Path(name).expanduser()
@@ -329,6 +330,10 @@ def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None
             f"could not load {name!r}: it is neither a local checkpoint directory nor a model "
             f"available from the Hugging Face Hub{hint}. Original error: {err}"
         ) from err
+    if share_prefix:
+        from .prefix import share_prefix as install
+
+        install(model)
     return model, processor
 
 

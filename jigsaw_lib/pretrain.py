@@ -272,14 +272,15 @@ def _pretrain(config: PretrainConfig, out_dir: Path, progress: bool, callbacks, 
     from . import train
 
     start = time.perf_counter()
+    # share_prefix=False: pretraining runs as it ran when the shipped base was made (same numbers, bit for bit)
     if start_stage:  # the first stages are init's: its weights, time and log
-        model, processor = load(init)
+        model, processor = load(init, share_prefix=False)
         earlier = info(init)
     else:
         corpus = default_corpus() + world.corpus()
         init_dir = out_dir / "init"
         build_pocket(config.spec, corpus=corpus, save_dir=init_dir)
-        model, processor = load(init_dir)
+        model, processor = load(init_dir, share_prefix=False)
         earlier = {}
     vision_record = earlier.get("vision", {})
     if config.vision_steps and not start_stage:

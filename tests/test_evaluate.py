@@ -1,5 +1,7 @@
 """Evaluation: batched generation and scoring through the one answer parser."""
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -67,13 +69,15 @@ def test_shared_prefill_samples_what_num_return_sequences_samples(tiny_pocket_di
     from jigsaw_lib import train
 
     train.share_prompt_reads(train.share_prompt_reads(model, 4), 4)
-    assert model.generate.plain.__func__ is type(model).generate
+    assert model._plain_generate.__func__ is type(model).generate
+    twin = copy.deepcopy(model)  # a copy generates with its own weights
+    assert twin.generate.__self__ is twin and twin._plain_generate.__self__ is twin
     torch.manual_seed(3)
     again = evaluate.generate(model, processor, prompts, images, max_new_tokens=6, do_sample=True, num_samples=4,
                               batch_size=3, progress=False, return_ids=True)
     assert again == drawn[True]
     train.share_prompt_reads(model, 4, enable=False)
-    assert model.generate.__func__ is type(model).generate
+    assert model.generate.__func__ is type(model).generate and "_plain_generate" not in vars(model)
 
 
 def test_evaluate_checkpoint_rows(tiny_pocket_dir):

@@ -72,15 +72,18 @@ def test_grpo_step_moves_the_weights_when_rewards_differ(tiny_pocket_dir, puzzle
     assert _changed(before, model) > 0
 
 
-def test_grpo_reads_each_prompt_once_and_samples_the_same(tiny_pocket_dir, puzzle_data, tmp_path, monkeypatch):
-    # share_prompt_reads: TRL's groups reach generate as one copy of each prompt; the steps are bit-equal
+def test_grpo_reads_each_prompt_once(tiny_pocket_dir, puzzle_data, tmp_path, monkeypatch):
+    # share_prompt_reads: TRL's groups reach generate as one copy of each prompt, and draw the same samples;
+    # SharedPromptGRPOTrainer scores each prompt once: the same steps up to float rounding
     from jigsaw_lib import evaluate
 
-    heads = []
-    shared_generate = evaluate.generate_shared
+    heads, scored = [], []
+    shared_generate, shared_logps = evaluate.generate_shared, train.shared_prompt_logps
     monkeypatch.setattr(evaluate, "generate_shared",
                         lambda model, inputs, n, **kw: heads.append((inputs["input_ids"].shape[0], n)) or
                         shared_generate(model, inputs, n, **kw))
+    monkeypatch.setattr(train, "shared_prompt_logps",
+                        lambda *a, **kw: scored.append((a[1].shape[0], len(kw["heads"]))) or shared_logps(*a, **kw))
 
     # 2x2 and 1x2 puzzles: prompts of two lengths, so a batch is left-padded
     mixed = puzzles.build_dataset(puzzles.procedural_images(8, size=TINY.image_size, seed=1), grids=[(2, 2), (1, 2)],
@@ -98,6 +101,7 @@ def test_grpo_reads_each_prompt_once_and_samples_the_same(tiny_pocket_dir, puzzl
         trainer = train.grpo_trainer(model, processor, mixed, out, reward_funcs=[length_reward], max_steps=2,
                                      per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
                                      learning_rate=1e-3, seed=5, share_prompts=share)
+        assert isinstance(trainer, train.SharedPromptGRPOTrainer) == share
         trainer.train()
         logs = [{k: v for k, v in log.items() if "runtime" not in k and "per_second" not in k and k != "step_time"}
                 for log in trainer.state.log_history]
@@ -105,11 +109,21 @@ def test_grpo_reads_each_prompt_once_and_samples_the_same(tiny_pocket_dir, puzzl
 
     shared, logs, weights = steps(True, tmp_path / "a")
     assert heads == [(2, 4), (2, 4)]  # each step: TRL's 2 prompts x 4 rollouts read as 2 prompts
+    # each step scores its 8 rows over 2 prompts twice: the reference model, then the policy
+    assert scored == [(8, 2)] * 4
     plain, plain_logs, plain_weights = steps(False, tmp_path / "b")
-    assert len(heads) == 2
-    assert shared == plain and len({str(c) for step in shared for c in step}) > 4  # the same samples, not copies
-    assert logs == plain_logs and logs[0]["frac_reward_zero_std"] < 1.0
-    assert all(torch.equal(weights[k], plain_weights[k]) for k in weights)
+    assert len(heads) == 2 and len(scored) == 4
+    assert shared[0] == plain[0] and len({str(c) for step in shared for c in step}) > 4  # the same samples, not copies
+    assert logs[0]["frac_reward_zero_std"] < 1.0 and logs[0]["kl"] == plain_logs[0]["kl"] == 0.0
+    assert logs[0].keys() == plain_logs[0].keys()
+    for log, plain_log in zip(logs, plain_logs, strict=True):
+        for key, value in log.items():
+            assert value == pytest.approx(plain_log[key], rel=1e-4, abs=1e-6), key
+    for k in weights:  # Adam moves a weight by about lr = 1e-3 a step: they agree to 1% of a step
+        torch.testing.assert_close(weights[k], plain_weights[k], rtol=0, atol=1e-5)
+
+
+def test_group_heads():
     # a batch of runs of identical rows gives its heads; any other batch is generated as it is
     rows = [[1, 2]] * 3 + [[3, 4]] * 3
     batch = {"input_ids": torch.tensor(rows), "attention_mask": torch.ones(6, 2, dtype=torch.long),
@@ -131,3 +145,65 @@ def test_unknown_config_key_is_an_error(tiny_pocket_dir, puzzle_data, tmp_path):
     model, processor = load(tiny_pocket_dir)
     with pytest.raises(TypeError, match="learnig_rate"):
         train.sft_trainer(model, processor, puzzle_data, tmp_path, learnig_rate=1e-3)
+
+
+def test_shared_prompt_scoring_equals_trls(tiny_pocket_dir):
+    # shared_prompt_logps against TRL's fused forward over whole rows: prompts of two lengths (left-padded), rows
+    # shuffled as TRL shuffles them, completions of several lengths (padded after their end); log-probs, entropies
+    # and gradients agree to float rounding
+    from trl.trainer.utils import add_fused_lm_head
+
+    model, processor = load(tiny_pocket_dir)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    data = puzzles.build_dataset(puzzles.procedural_images(3, size=TINY.image_size, seed=2), grids=[(2, 2), (1, 2)],
+                                 n=3, seed=2, answer_format="direct")
+    texts = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in data["prompt"]]
+    processor.tokenizer.padding_side = "left"
+    prompts = processor(text=texts, images=list(data["image"]), padding=True, return_tensors="pt")
+    assert not prompts["attention_mask"].all()  # some prompt is left-padded
+    order = torch.tensor([4, 0, 7, 2, 8, 1, 5, 3, 6])  # 3 prompts x 3 rollouts, shuffled
+    prompt_of = order // 3
+    g = torch.Generator().manual_seed(0)
+    completion = torch.randint(10, 100, (9, 6), generator=g)
+    completion_mask = (torch.arange(6) < torch.tensor([6, 3, 1, 5, 6, 2, 4, 6, 3])[:, None]).long()
+    ids = torch.cat([prompts["input_ids"][prompt_of], completion], 1)
+    mask = torch.cat([prompts["attention_mask"][prompt_of], completion_mask], 1)
+    mm = torch.cat([prompts["mm_token_type_ids"][prompt_of], torch.zeros_like(completion)], 1)
+    thw = prompts["image_grid_thw"][prompt_of]
+    images = torch.split(prompts["pixel_values"], prompts["image_grid_thw"].prod(-1).tolist())
+    pixels = torch.cat([images[i] for i in prompt_of.tolist()])
+
+    def trl():
+        labels = ids.masked_fill(mask == 0, -100)
+        labels[:, :-6] = -100
+        out = model(input_ids=ids, attention_mask=mask, mm_token_type_ids=mm, pixel_values=pixels,
+                    image_grid_thw=thw, labels=labels, fused_lm_head=True)
+        return out.log_probs[:, -6:], out.entropy[:, -6:]
+
+    def shared():
+        found = train._prompt_heads(ids[:, :-6], mask[:, :-6], mm[:, :-6], pixels, thw)
+        firsts = list(dict.fromkeys(prompt_of.tolist()))  # the prompts in the order they first appear
+        assert found[0] == [prompt_of.tolist().index(p) for p in firsts]
+        assert found[1].tolist() == [firsts.index(p) for p in prompt_of.tolist()]
+        out = train.shared_prompt_logps(model, ids, mask, 6, pixel_values=pixels, image_grid_thw=thw,
+                                        mm_token_type_ids=mm, heads=found[0], inverse=found[1])
+        return out.log_probs, out.entropy
+
+    results = []
+    for score in (trl, shared):
+        model.zero_grad()
+        logps, entropy = score()
+        (logps * completion_mask).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logps.detach() * completion_mask, entropy.detach() * completion_mask, grads))
+    (logps, entropy, grads), (shared_logps, shared_entropy, shared_grads) = results
+    assert logps.abs().max() > 1 and (logps == 0).sum() == (completion_mask == 0).sum()
+    torch.testing.assert_close(shared_logps, logps, rtol=0, atol=1e-5)
+    torch.testing.assert_close(shared_entropy, entropy, rtol=0, atol=1e-5)
+    assert grads.keys() == shared_grads.keys() and len(grads) > 10
+    for name in grads:
+        torch.testing.assert_close(shared_grads[name], grads[name], rtol=1e-4, atol=1e-6)
+    # rows whose prompts do not repeat are left to TRL
+    assert len(set(prompt_of[:3].tolist())) == 3
+    assert train._prompt_heads(ids[:3, :-6], mask[:3, :-6], mm[:3, :-6],
+                               torch.cat([images[i] for i in prompt_of[:3].tolist()]), thw[:3]) is None
