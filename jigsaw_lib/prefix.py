@@ -15,8 +15,9 @@ The numbers equal the plain pass's up to float rounding (sums in another order: 
 not bit for bit. It stands aside, and the plain forward runs, wherever it does not apply: fewer than
 ``min_tokens`` common tokens (left-padded rows, prior-skill questions that differ from the first word), a cache
 that already holds tokens (each step of generation after the first), inputs other than token ids with images,
-hidden states or attentions asked for. It is off under several processes, where a sharded model (ZeRO-3) needs
-every rank in the same forward passes.
+hidden states or attentions asked for, video, a training pass under gradient checkpointing (which drops the cache
+inside each layer). It is off under several processes, where a sharded model (ZeRO-3) needs every rank in the same
+forward passes.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import os
 import types
 
 import torch
+from transformers import DynamicCache
 
 
 def _world_size() -> int:
@@ -58,11 +60,16 @@ def install_method(obj, name: str, method, enable: bool = True, **attrs):
     replaces kept as ``obj._plain_<name>``; ``attrs`` are set on ``obj``. Installed twice, it wraps once; with
     ``enable=False``, or under several processes (where a sharded model needs every rank in the same passes), the
     plain one is put back."""
-    plain = f"_plain_{name}"
+    plain, own = f"_plain_{name}", f"_plain_{name}_own"
     if plain in vars(obj):  # installed before: back to the plain one first
-        setattr(obj, name, getattr(obj, plain))
+        if vars(obj)[own]:
+            setattr(obj, name, getattr(obj, plain))
+        else:  # the class's own: the instance's attribute goes
+            delattr(obj, name)
         delattr(obj, plain)
+        delattr(obj, own)
     if enable and _world_size() == 1:
+        setattr(obj, own, name in vars(obj))
         setattr(obj, plain, getattr(obj, name))
         for key, value in attrs.items():
             setattr(obj, key, value)
@@ -74,22 +81,27 @@ def _prefix_forward(self, input_ids=None, attention_mask=None, position_ids=None
                     use_cache=None, pixel_values=None, image_grid_thw=None, mm_token_type_ids=None,
                     mm_encoder_outputs=None, **kwargs):
     """Qwen2.5-VL's ``Qwen2_5_VLModel.forward``, with the rows' common prefix read once (:func:`share_prefix`)."""
-    from transformers import DynamicCache
-
     plain = self._plain_forward
     given = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
                  inputs_embeds=inputs_embeds, use_cache=use_cache, pixel_values=pixel_values,
                  image_grid_thw=image_grid_thw, mm_token_type_ids=mm_token_type_ids,
                  mm_encoder_outputs=mm_encoder_outputs, **kwargs)
     images = (pixel_values is not None and image_grid_thw is not None) or bool(mm_encoder_outputs)
+    config = self.config.get_text_config()
     if (input_ids is None or inputs_embeds is not None or not images or mm_token_type_ids is None
-            or input_ids.size(0) < 2 or (cache is not None and cache.get_seq_length() > 0)
+            or input_ids.size(0) < 2
+            or (cache is not None and (type(cache) is not DynamicCache or cache.get_seq_length() > 0))
             or (attention_mask is not None and not isinstance(attention_mask, torch.Tensor))
             or (attention_mask is not None and attention_mask.dim() != 2)
             or (position_ids is None and image_grid_thw is None)
             or "past_key_values" in kwargs or kwargs.get("return_dict") is False
             or any(kwargs.get(k) not in (None, False)
-                   for k in ("output_attentions", "output_hidden_states", "pixel_values_videos"))):
+                   for k in ("output_attentions", "output_hidden_states", "pixel_values_videos", "video_grid_thw",
+                             "second_per_grid_ts"))
+            or (mm_encoder_outputs or {}).get("video") is not None
+            or getattr(config, "output_attentions", False) or getattr(config, "output_hidden_states", False)
+            # gradient checkpointing drops the cache in training passes: the prefix would be lost
+            or (self.training and torch.is_grad_enabled() and self.is_activation_checkpointing)):
         return plain(**given)
     cut = common_prefix(input_ids, attention_mask, mm_token_type_ids)
     if cut < self._prefix_min_tokens or cut >= input_ids.size(1):
@@ -98,13 +110,17 @@ def _prefix_forward(self, input_ids=None, attention_mask=None, position_ids=None
         position_ids = self.compute_3d_position_ids(
             input_ids=input_ids, image_grid_thw=image_grid_thw, video_grid_thw=None, inputs_embeds=None,
             attention_mask=attention_mask, cache=None, mm_token_type_ids=mm_token_type_ids)
-    rows = input_ids.size(0)
+    rows, keep = input_ids.size(0), cache is not None or use_cache is not False
     cache = cache if cache is not None else DynamicCache(config=self.config)
     head = plain(input_ids=input_ids[:1, :cut], attention_mask=None if attention_mask is None else attention_mask[:1, :cut],
                  position_ids=position_ids[..., :1, :cut], cache=cache, use_cache=True, **kwargs)
+    if cache.get_seq_length() != cut:
+        raise RuntimeError(f"share_prefix: the prefix's cache holds {cache.get_seq_length()} tokens, not {cut}; "
+                           "turn it off with jigsaw_lib.prefix.share_prefix(model, enable=False) and report this")
     cache.reorder_cache(torch.zeros(rows, dtype=torch.long, device=input_ids.device))
     out = plain(input_ids=input_ids[:, cut:], attention_mask=attention_mask, position_ids=position_ids[..., cut:],
                 cache=cache, use_cache=use_cache, pixel_values=pixel_values, image_grid_thw=image_grid_thw,
                 mm_token_type_ids=mm_token_type_ids[:, cut:], mm_encoder_outputs=mm_encoder_outputs, **kwargs)
-    out.last_hidden_state = torch.cat([head.last_hidden_state.expand(rows, -1, -1), out.last_hidden_state], 1)
-    return out
+    fields = {k: v for k, v in out.items() if keep or k != "cache"}  # no cache asked for, none returned
+    fields["last_hidden_state"] = torch.cat([head.last_hidden_state.expand(rows, -1, -1), out.last_hidden_state], 1)
+    return type(out)(**fields)

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
+from trl.extras.profiling import profiling_decorator
 
 from .rewards import JIGSAW_REWARDS
 
@@ -133,6 +134,9 @@ def shared_prompt_logps(model, input_ids, attention_mask, logits_to_keep, *, pix
                 position_ids=positions[:, rows, :cut], mm_token_type_ids=mm_token_type_ids[rows, :cut],
                 pixel_values=torch.cat([images[h] for h in heads]), image_grid_thw=image_grid_thw[rows],
                 cache=cache, use_cache=True)
+    if cache.get_seq_length() != cut:
+        raise RuntimeError(f"shared_prompt_logps: the prompts' cache holds {cache.get_seq_length()} tokens, not {cut} "
+                           "(gradient checkpointing drops it); score with share_prompts=False")
     cache.reorder_cache(inverse)
     labels = input_ids[:, -logits_to_keep:].masked_fill(attention_mask[:, -logits_to_keep:] == 0, -100)
     return model(input_ids=input_ids[:, cut:-1], attention_mask=attention_mask[:, :-1],
@@ -145,12 +149,14 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
     Each step GRPO scores every completion under the policy (forward and backward) and the reference model, and
     TRL runs each over the whole row, prompt included: a prompt's ``num_generations`` copies are read again and
     again. At pocket scale a prompt is about 190 tokens and a completion about 8, so that is nearly all of the
-    step's forward and backward work. Here a batch whose prompts repeat (one image a row, Qwen2.5-VL's inputs,
-    one process, one chunk) is scored by :func:`shared_prompt_logps`; anything else goes to TRL's own code.
+    step's forward and backward work. Here a batch whose prompts repeat (one image a row, in the prompt, Qwen2.5-VL's
+    inputs, one process, one chunk, no gradient checkpointing in a training pass: it drops the cache) is scored by
+    :func:`shared_prompt_logps`; anything else goes to TRL's own code.
     The log-probs equal TRL's up to float rounding (the same sums in another order, about 1e-6), so a run's
     numbers move in their last bits, not in what they mean.
     """
 
+    @profiling_decorator
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
                                            compute_entropy=False, compute_aux_loss=False, pixel_values=None,
                                            image_grid_thw=None, num_images=None, mm_token_type_ids=None, **other):
@@ -165,7 +171,10 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
                 or pixel_values is None or image_grid_thw is None or mm_token_type_ids is None
                 or image_grid_thw.size(0) != rows or (num_images is not None and set(num_images) != {1})
                 or any(other.get(k) is not None for k in _OTHER_VISION_INPUTS)
-                or not hasattr(getattr(model, "model", None), "get_rope_index")):
+                or not hasattr(getattr(model, "model", None), "get_rope_index")
+                or mm_token_type_ids[:, -logits_to_keep:].any()  # an image in the completions (tools)
+                # gradient checkpointing drops the cache in training passes
+                or (model.training and torch.is_grad_enabled() and model.is_activation_checkpointing)):
             return trl()
         prompt = slice(0, input_ids.size(1) - logits_to_keep)
         found = _prompt_heads(input_ids[:, prompt], attention_mask[:, prompt], mm_token_type_ids[:, prompt],

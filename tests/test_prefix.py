@@ -93,7 +93,7 @@ def test_install_off_and_copies(model_and_batch):
     twin = copy.deepcopy(model)
     assert twin.model.forward.__self__ is twin.model and twin.model._plain_forward.__self__ is twin.model
     prefix.share_prefix(model, enable=False)
-    assert model.model.forward == plain and "_plain_forward" not in vars(model.model)
+    assert model.model.forward == plain and {"forward", "_plain_forward"}.isdisjoint(vars(model.model))
 
 
 def test_rows_without_a_long_common_prefix_run_plainly(model_and_batch):
@@ -115,3 +115,28 @@ def test_rows_without_a_long_common_prefix_run_plainly(model_and_batch):
         model.model._plain_forward = plain
         prefix.share_prefix(model, enable=False)
     assert calls == [6, 1, 1, 6]
+
+
+def test_no_cache_asked_none_returned_and_checkpointing_runs_plainly(model_and_batch):
+    model, _, _, batch = model_and_batch
+    prefix.share_prefix(model)
+    calls = []
+    plain = model.model._plain_forward
+    model.model._plain_forward = lambda **a: calls.append(a["input_ids"].shape[0]) or plain(**a)
+    try:
+        with torch.no_grad():
+            assert model.model(**batch, use_cache=False).cache is None
+            assert model.model(**batch, use_cache=True).cache.get_seq_length() == batch["input_ids"].shape[1]
+        assert calls == [1, 6, 1, 6]  # both read the prefix once
+        # under gradient checkpointing a training pass drops the cache inside each layer: the plain pass runs
+        model.gradient_checkpointing_enable()
+        model.train()
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model(**batch, labels=labels, fused_lm_head=True).loss.backward()
+        assert calls[4:] == [6]
+    finally:
+        model.gradient_checkpointing_disable()
+        model.eval()
+        model.zero_grad()
+        model.model._plain_forward = plain
+        prefix.share_prefix(model, enable=False)

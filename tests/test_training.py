@@ -207,3 +207,20 @@ def test_shared_prompt_scoring_equals_trls(tiny_pocket_dir):
     assert len(set(prompt_of[:3].tolist())) == 3
     assert train._prompt_heads(ids[:3, :-6], mask[:3, :-6], mm[:3, :-6],
                                torch.cat([images[i] for i in prompt_of[:3].tolist()]), thw[:3]) is None
+
+
+def test_grpo_under_gradient_checkpointing_scores_the_policy_plainly(tiny_pocket_dir, puzzle_data, tmp_path,
+                                                                     monkeypatch):
+    # gradient checkpointing drops the cache in the policy's training pass: TRL scores it; the reference model,
+    # run without grad, still reads each prompt once
+    scored = []
+    shared_logps = train.shared_prompt_logps
+    monkeypatch.setattr(train, "shared_prompt_logps",
+                        lambda *a, **kw: scored.append(a[0].training) or shared_logps(*a, **kw))
+    model, processor = load(tiny_pocket_dir)
+    trainer = train.grpo_trainer(model, processor, puzzle_data, tmp_path, max_steps=1, per_device_train_batch_size=8,
+                                 num_generations=4, max_completion_length=8, learning_rate=1e-3,
+                                 gradient_checkpointing=True)
+    trainer.train()
+    assert model.is_activation_checkpointing and scored == [False]
+    assert math.isfinite(trainer.state.log_history[0]["loss"])
