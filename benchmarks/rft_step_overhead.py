@@ -62,6 +62,7 @@ def main():
     print(f"  bare TRL GRPOTrainer                  {plain:.3f} s   kit / bare    {kit / plain:.3f}")
     print(f"  bare, prompts read once (kit's)      {shared:.3f} s   kit / that    {kit / shared:.3f} "
           "(what the kit adds around TRL)")
+
     def gap(a, b):  # the largest difference of the logged loss, reward and kl over every step
         return max(abs(x - y) for key in keys for x, y in zip(a[key], b[key], strict=True))
 

@@ -29,7 +29,8 @@ import torch
 from transformers import DynamicCache
 
 
-def _world_size() -> int:
+def world_size() -> int:
+    """Processes of this run: under ``accelerate launch`` / torchrun, WORLD_SIZE; else 1."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -68,7 +69,7 @@ def install_method(obj, name: str, method, enable: bool = True, **attrs):
             delattr(obj, name)
         delattr(obj, plain)
         delattr(obj, own)
-    if enable and _world_size() == 1:
+    if enable and world_size() == 1:
         setattr(obj, own, name in vars(obj))
         setattr(obj, plain, getattr(obj, name))
         for key, value in attrs.items():

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer, SFTConfig, SFTTrainer
 from trl.extras.profiling import profiling_decorator
 
+from .prefix import install_method, share_prefix, world_size
 from .rewards import JIGSAW_REWARDS
 
 
@@ -77,8 +77,6 @@ def grpo_trainer(model, processor, train_dataset, output_dir, reward_funcs=JIGSA
     trainer = trainer_class(model=model, args=args, reward_funcs=list(reward_funcs), train_dataset=train_dataset,
                             processing_class=processor)
     if trainer.ref_model is not None:  # TRL loads it itself: it reads the common prefix once too, as the policy
-        from .prefix import share_prefix
-
         share_prefix(trainer.ref_model, enable=share_prompts and hasattr(model.model, "_plain_forward"))
     return trainer
 
@@ -167,7 +165,7 @@ class SharedPromptGRPOTrainer(GRPOTrainer):
                 image_grid_thw=image_grid_thw, num_images=num_images, mm_token_type_ids=mm_token_type_ids, **other)
 
         rows = input_ids.size(0)
-        if (compute_aux_loss or _world_size() > 1 or (batch_size or rows) < rows
+        if (compute_aux_loss or world_size() > 1 or (batch_size or rows) < rows
                 or pixel_values is None or image_grid_thw is None or mm_token_type_ids is None
                 or image_grid_thw.size(0) != rows or (num_images is not None and set(num_images) != {1})
                 or any(other.get(k) is not None for k in _OTHER_VISION_INPUTS)
@@ -199,20 +197,14 @@ def _group_heads(inputs: dict, group: int) -> dict | None:
     thw = inputs["image_grid_thw"]
     if rows % group or thw.shape[0] != rows:  # one image a row, as in the jigsaw prompts
         return None
-    heads = {}
-    for key in PROMPT_TOKEN_INPUTS:
-        runs = inputs[key].reshape(rows // group, group, -1)
-        if not torch.equal(runs, runs[:, :1].expand_as(runs)):
-            return None
-        heads[key] = runs[:, 0]
-    images = torch.split(inputs["pixel_values"], thw.prod(-1).tolist())
-    for start in range(0, rows, group):
-        if any(not torch.equal(thw[start], thw[i]) or not torch.equal(images[start], images[i])
-               for i in range(start + 1, start + group)):
-            return None
-    heads["pixel_values"] = torch.cat(images[::group])
-    heads["image_grid_thw"] = thw[::group]
-    return heads
+    found = _prompt_heads(inputs["input_ids"], inputs["attention_mask"], inputs["mm_token_type_ids"],
+                          inputs["pixel_values"], thw)
+    runs = torch.arange(rows // group).repeat_interleave(group)
+    if found is None or not torch.equal(found[1].cpu(), runs):
+        return None
+    heads, images = found[0], torch.split(inputs["pixel_values"], thw.prod(-1).tolist())
+    return {**{key: inputs[key][heads] for key in PROMPT_TOKEN_INPUTS},
+            "pixel_values": torch.cat([images[h] for h in heads]), "image_grid_thw": thw[heads]}
 
 
 def share_prompt_reads(model, group: int, enable: bool = True):
@@ -227,8 +219,6 @@ def share_prompt_reads(model, group: int, enable: bool = True):
     ``enable=False`` takes it off. Installing it twice wraps once. It is bound to the model like a method, so a deep
     copy of the model gets its own.
     """
-    from .prefix import install_method
-
     return install_method(model, "generate", _shared_generate, enable, _share_group=group)
 
 
@@ -282,14 +272,9 @@ def _output_dir(cfg, output_dir):
     return out
 
 
-def _world_size() -> int:
-    """Processes of this run: under ``accelerate launch`` / torchrun, WORLD_SIZE; else 1."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def per_process(n: int, what: str = "batch_size") -> int:
     """Split a per-step count over the processes of the run (it must divide evenly)."""
-    world = _world_size()
+    world = world_size()
     if n % world:
         raise ValueError(f"{what}={n} does not split evenly over {world} processes; make it a multiple of {world}")
     return n // world

@@ -1,5 +1,6 @@
 """jigsaw_lib.prefix: a batch's common prefix read once gives the plain forward pass's numbers."""
 
+import contextlib
 import copy
 
 import pytest
@@ -24,6 +25,20 @@ def model_and_batch(tiny_pocket_dir):
     batch = processor(text=texts, images=list(data["image"]), padding=True, return_tensors="pt")
     assert not batch["attention_mask"].all()
     return model, processor, data, batch
+
+
+@contextlib.contextmanager
+def _passes(model):
+    """The prefix read once while in the block; yields the row count of every plain pass the backbone runs (a
+    prefix read once: 1 row, then the rest of the rows)."""
+    prefix.share_prefix(model)
+    rows, plain = [], model.model._plain_forward
+    model.model._plain_forward = lambda **a: rows.append(a["input_ids"].shape[0]) or plain(**a)
+    try:
+        yield rows
+    finally:
+        model.model._plain_forward = plain
+        prefix.share_prefix(model, enable=False)
 
 
 def test_common_prefix():
@@ -64,20 +79,14 @@ def test_generation_equals_the_plain_one(model_and_batch):
     heads = []
 
     def answers(share, **kw):
-        prefix.share_prefix(model, enable=share)
-        plain = getattr(model.model, "_plain_forward", None)
-        if share:  # record the rows of each plain pass: a prefix read once runs as 1 row, then the rest
-            model.model._plain_forward = lambda **a: heads.append(a["input_ids"].shape) or plain(**a)
-        try:
-            return evaluate.generate(model, processor, data["prompt"], list(data["image"]), progress=False,
-                                     max_new_tokens=6, **kw)
-        finally:
-            if share:
-                model.model._plain_forward = plain
-            prefix.share_prefix(model, enable=False)
+        with _passes(model) if share else contextlib.nullcontext([]) as rows:
+            out = evaluate.generate(model, processor, data["prompt"], list(data["image"]), progress=False,
+                                    max_new_tokens=6, **kw)
+        heads.extend(rows)
+        return out
 
     assert answers(True) == answers(False)
-    assert heads[0][0] == 1 and heads[1][0] == 6  # the prefix with one row, then the rest of the 6 rows
+    assert heads[0] == 1 and heads[1] == 6  # the prefix with one row, then the rest of the 6 rows
     torch.manual_seed(0)
     plain = answers(False, do_sample=True, num_samples=3)
     torch.manual_seed(0)
@@ -98,45 +107,32 @@ def test_install_off_and_copies(model_and_batch):
 
 def test_rows_without_a_long_common_prefix_run_plainly(model_and_batch):
     model, _, _, batch = model_and_batch
-    prefix.share_prefix(model)
-    calls = []
-    plain = model.model._plain_forward
-    model.model._plain_forward = lambda **a: calls.append(a["input_ids"].shape[0]) or plain(**a)
-    try:
+    with _passes(model) as calls, torch.no_grad():
         left = {k: v.clone() for k, v in batch.items()}
         left["attention_mask"][0, 0] = 0  # a padded first token: no common prefix
-        with torch.no_grad():
-            model(**left)
-            model(**{k: v[:1] for k, v in batch.items() if k not in ("pixel_values", "image_grid_thw")},
-                  pixel_values=batch["pixel_values"][:batch["image_grid_thw"][0].prod()],
-                  image_grid_thw=batch["image_grid_thw"][:1])  # one row
-            model(**batch)
-    finally:
-        model.model._plain_forward = plain
-        prefix.share_prefix(model, enable=False)
+        model(**left)
+        model(**{k: v[:1] for k, v in batch.items() if k not in ("pixel_values", "image_grid_thw")},
+              pixel_values=batch["pixel_values"][:batch["image_grid_thw"][0].prod()],
+              image_grid_thw=batch["image_grid_thw"][:1])  # one row
+        model(**batch)
     assert calls == [6, 1, 1, 6]
 
 
 def test_no_cache_asked_none_returned_and_checkpointing_runs_plainly(model_and_batch):
     model, _, _, batch = model_and_batch
-    prefix.share_prefix(model)
-    calls = []
-    plain = model.model._plain_forward
-    model.model._plain_forward = lambda **a: calls.append(a["input_ids"].shape[0]) or plain(**a)
     try:
-        with torch.no_grad():
-            assert model.model(**batch, use_cache=False).cache is None
-            assert model.model(**batch, use_cache=True).cache.get_seq_length() == batch["input_ids"].shape[1]
-        assert calls == [1, 6, 1, 6]  # both read the prefix once
-        # under gradient checkpointing a training pass drops the cache inside each layer: the plain pass runs
-        model.gradient_checkpointing_enable()
-        model.train()
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        model(**batch, labels=labels, fused_lm_head=True).loss.backward()
-        assert calls[4:] == [6]
+        with _passes(model) as calls:
+            with torch.no_grad():
+                assert model.model(**batch, use_cache=False).cache is None
+                assert model.model(**batch, use_cache=True).cache.get_seq_length() == batch["input_ids"].shape[1]
+            assert calls == [1, 6, 1, 6]  # both read the prefix once
+            # under gradient checkpointing a training pass drops the cache inside each layer: the plain pass runs
+            model.gradient_checkpointing_enable()
+            model.train()
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            model(**batch, labels=labels, fused_lm_head=True).loss.backward()
+            assert calls[4:] == [6]
     finally:
         model.gradient_checkpointing_disable()
         model.eval()
         model.zero_grad()
-        model.model._plain_forward = plain
-        prefix.share_prefix(model, enable=False)
