@@ -50,6 +50,8 @@ def main():
                 beta=cfg.beta, temperature=cfg.temperature, max_completion_length=cfg.max_completion_length,
                 reward_weights=list(cfg.reward_weights), lr_scheduler_type="constant", disable_tqdm=True,
                 share_prompts=share)
+            if not cfg.freeze_vision:  # the same learning rates: the tower's a fraction of the rest's
+                train.scale_tower_lr(trainer, model, cfg.vision_lr_scale)
             trainer.add_callback(timer)
             trainer.train()
             logs = {key: [log.get(key) for log in trainer.state.log_history if "loss" in log] for key in keys}

@@ -313,6 +313,8 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
     defaults = dict(lr_scheduler_type="constant", save_strategy="steps", save_steps=checkpoint_every,
                     save_total_limit=1, disable_tqdm=not progress)
     trainer = trainer_fn(model, processor, data, out / "trainer", **fixed, **{**defaults, **cfg.trl})
+    if not cfg.freeze_vision:
+        scale_tower_lr(trainer, model, cfg.vision_lr_scale)
     trainer.add_callback(tracker)
     for cb in extra_callbacks:
         trainer.add_callback(cb)
@@ -323,6 +325,28 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
     if trainer.is_world_process_zero():
         processor.save_pretrained(out / "final")
     return RunResult(cfg, out, tracker.table())
+
+
+def scale_tower_lr(trainer, model, scale: float) -> None:
+    """Give the vision tower (patch embedding and blocks, what ``freeze_vision`` fixes) ``scale`` times the trainer's
+    learning rate, through transformers' ``optimizer_cls_and_kwargs``: the optimizer is the one the trainer's args
+    choose, its parameter groups split into tower and rest (weight decay as the Trainer decides it). The scheduler
+    then scales each group's own rate, so the ratio holds over the run."""
+    if scale == 1:
+        return
+    visual = model.model.visual
+    tower = {id(p) for part in (visual.patch_embed, visual.blocks) for p in part.parameters()}
+    decay = set(trainer.get_decay_parameter_names(model))
+    cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, model)
+    lr = kwargs.get("lr", trainer.args.learning_rate)
+    groups = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((id(p) in tower, name in decay), []).append(p)
+    # the rest first: the Trainer logs the first group's rate as the run's learning_rate
+    params = [{"params": ps, "weight_decay": trainer.args.weight_decay if decays else 0.0,
+               **({"lr": lr * scale} if in_tower else {})} for (in_tower, decays), ps in sorted(groups.items())]
+    trainer.optimizer_cls_and_kwargs = (cls, {**kwargs, "params": params})
 
 
 def _finished(cfg, out: Path, last: str):

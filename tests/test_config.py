@@ -18,7 +18,7 @@ def test_paper_presets_follow_the_paper():
 
 def test_pocket_methods_share_one_tower_setting():
     # a frozen tower for one method and not another would confound the comparison of their forgetting
-    assert len({config.make(m, "pocket").freeze_vision for m in config.CLASSES}) == 1
+    assert len({(c.freeze_vision, c.vision_lr_scale) for c in map(config.make, config.CLASSES)}) == 1
 
 
 def test_overrides_and_methods():
@@ -35,6 +35,7 @@ def test_overrides_and_methods():
     ({"method": "sft", "beta": 0.1}, r"unknown config key.*beta"),  # beta is RFT's
     ({"method": "sft", "answer_format": "cot"}, "answer_format"),
     ({"method": "sft", "max_steps": 0}, ">= 1"),
+    ({"method": "sft", "vision_lr_scale": 0}, "vision_lr_scale must be > 0.*freeze_vision"),
     ({"method": "rft", "max_steps": 10, "save_steps": [5, 25]}, r"save_steps \[25\].*0\.\.10"),
     ({"method": "rft", "puzzle_world": {"light_side": "left"}}, r"unknown world setting.*light_side"),
 ])

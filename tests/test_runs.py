@@ -95,6 +95,29 @@ def test_freeze_options_keep_their_part_fixed_and_train_the_rest(tiny_pocket_dir
     assert any(moved[k] for k in base if ".language_model.layers." in k)
 
 
+@pytest.mark.parametrize("method", ["sft", "rft"])
+def test_vision_lr_scale_gives_the_tower_its_own_learning_rate(tiny_pocket_dir, tmp_path, method):
+    lr, scale = 1e-2, 0.25
+    seen = {}
+
+    class Spy(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            groups = [(g["lr"], {id(p) for p in g["params"]}) for g in optimizer.param_groups]
+            tower = {id(p) for k, p in model.named_parameters() if re.search(dynamics.PARTS["tower"], k)}
+            trained = {id(p) for p in model.parameters() if p.requires_grad}
+            seen["lrs"] = {rate for rate, ids in groups if ids & tower}, {rate for rate, ids in groups if ids - tower}
+            seen["covered"] = set().union(*(ids for _, ids in groups)) == trained
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            seen["logged"] = logs.get("learning_rate", seen.get("logged"))  # the run's rate, not the tower's
+
+    cfg = tiny(method, tiny_pocket_dir, max_steps=1, learning_rate=lr, freeze_vision=False,
+                vision_lr_scale=scale)
+    run = train.run_sft if method == "sft" else train.run_rft
+    run(cfg, tmp_path / method, progress=False, prior=False, callbacks=[Spy()])
+    assert seen["lrs"] == ({lr * scale}, {lr}) and seen["covered"] and seen["logged"] == pytest.approx(lr)
+
+
 def test_runs_use_the_world_their_base_was_pretrained_in(tiny_pocket_dir, tmp_path):
     import json
     import shutil
