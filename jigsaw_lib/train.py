@@ -331,7 +331,9 @@ def scale_tower_lr(trainer, model, scale: float) -> None:
     """Give the vision tower (patch embedding and blocks, what ``freeze_vision`` fixes) ``scale`` times the trainer's
     learning rate, through transformers' ``optimizer_cls_and_kwargs``: the optimizer is the one the trainer's args
     choose, its parameter groups split into tower and rest (weight decay as the Trainer decides it). The scheduler
-    then scales each group's own rate, so the ratio holds over the run."""
+    then scales each group's own rate, so the ratio holds over the run. Under DeepSpeed this holds as long as its
+    config names no optimizer of its own (the configs in ``configs/accelerate`` do not): one that does replaces the
+    Trainer's, groups and all."""
     if scale == 1:
         return
     visual = model.model.visual
