@@ -337,11 +337,18 @@ def load(name_or_path: str | os.PathLike, dtype: torch.dtype | str | None = None
     return model, processor
 
 
+def vision_tower_parameters(model) -> list:
+    """The parameters of a Qwen2.5-VL's vision tower: its patch embedding and blocks, not the merger, the projection
+    into the language model (what ``freeze_vision`` fixes and ``vision_lr_scale`` scales)."""
+    visual = model.model.visual
+    return [*visual.patch_embed.parameters(), *visual.blocks.parameters()]
+
+
 def freeze_vision_tower(model) -> None:
-    """Stop the gradient through the vision tower (patch embedding and blocks) of a Qwen2.5-VL; the merger, the
-    projection into the language model, still trains. The trainers' optimizers take only what requires a gradient."""
-    model.model.visual.patch_embed.requires_grad_(False)
-    model.model.visual.blocks.requires_grad_(False)
+    """Stop the gradient through the vision tower (:func:`vision_tower_parameters`) of a Qwen2.5-VL; the merger
+    still trains. The trainers' optimizers take only what requires a gradient."""
+    for p in vision_tower_parameters(model):
+        p.requires_grad_(False)
 
 
 def freeze_embeddings(model) -> None:

@@ -328,16 +328,17 @@ def _run(cfg, trainer_fn, data, output_dir, resume, prior, progress, extra_callb
 
 
 def scale_tower_lr(trainer, model, scale: float) -> None:
-    """Give the vision tower (patch embedding and blocks, what ``freeze_vision`` fixes) ``scale`` times the trainer's
-    learning rate, through transformers' ``optimizer_cls_and_kwargs``: the optimizer is the one the trainer's args
-    choose, its parameter groups split into tower and rest (weight decay as the Trainer decides it). The scheduler
-    then scales each group's own rate, so the ratio holds over the run. Under DeepSpeed this holds as long as its
-    config names no optimizer of its own (the configs in ``configs/accelerate`` do not): one that does replaces the
-    Trainer's, groups and all."""
+    """Give the vision tower (``models.vision_tower_parameters``, what ``freeze_vision`` fixes) ``scale`` times the
+    trainer's learning rate, through transformers' ``optimizer_cls_and_kwargs``: the optimizer is the one the
+    trainer's args choose, its parameter groups split into tower and rest (weight decay as the Trainer decides it).
+    The scheduler then scales each group's own rate, so the ratio holds over the run. Under DeepSpeed this holds as
+    long as its config names no optimizer of its own (the configs in ``configs/accelerate`` do not): one that does
+    replaces the Trainer's, groups and all."""
+    from .models import vision_tower_parameters
+
     if scale == 1:
         return
-    visual = model.model.visual
-    tower = {id(p) for part in (visual.patch_embed, visual.blocks) for p in part.parameters()}
+    tower = {id(p) for p in vision_tower_parameters(model)}
     decay = set(trainer.get_decay_parameter_names(model))
     cls, kwargs = trainer.get_optimizer_cls_and_kwargs(trainer.args, model)
     lr = kwargs.get("lr", trainer.args.learning_rate)
