@@ -8,7 +8,9 @@ Forgetting is compared two ways, as the study needs both:
 - **at the end of each run** (the paper's table): the change of every prior skill from step 0;
 - **at matched new-task accuracy**: for each run, the first evaluated step at which ``jigsaw_exact``
   reaches a threshold, and the prior-skill change there. A method that learns faster is not charged
-  for steps it trained past that point, and one that never reaches it is reported as such (NaN).
+  for steps it trained past that point, and one that never reaches it is reported as such (NaN);
+- **at equal settings** (:func:`data_vs_settings`): SFT on rollouts against SFT on answers with the same learning
+  rate, batch, puzzles and steps, so that only the data differs.
 """
 
 from __future__ import annotations
@@ -86,6 +88,40 @@ def at_matched_accuracy(metrics: pd.DataFrame, threshold: float) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def data_vs_settings(metrics: pd.DataFrame, *, control: str = "sft_matched",
+                     data: tuple = ("rollout_sft", "rollout_sft_early")) -> pd.DataFrame:
+    """What the data does at equal settings (C5): each run of ``data`` against its seed's ``control`` run.
+
+    ``control`` is SFT on ground-truth answers with the settings of SFT on rollouts (``config.answers_control``),
+    so the two differ in their data only. Per seed and data method, at each run's last evaluation: exact accuracy
+    and mean prior accuracy lost (base minus end, fractions), the control's, and ``lost_saved``, the control's loss
+    minus the data's: the forgetting the rollouts save over answers at the same settings (positive: they forget
+    less). Seeds without a control run get no rows.
+    """
+    wide = _per_run(metrics)
+    rows = []
+
+    def end(method, seed):
+        if not ((wide.method == method) & (wide.seed == seed)).any():
+            return None
+        run = _run(wide, method, seed)
+        return run.iloc[-1]["step"], run.iloc[-1]["jigsaw_exact"], run.iloc[0]["prior_mean"] - run.iloc[-1]["prior_mean"]
+
+    for seed in sorted(wide.seed.unique()):
+        ctl = end(control, seed)
+        if ctl is None:
+            continue
+        for method in data:
+            got = end(method, seed)
+            if got is None:
+                continue
+            rows.append({"method": method, "seed": seed, "step": got[0], "jigsaw_exact": got[1], "prior_lost": got[2],
+                         "control_step": ctl[0], "control_exact": ctl[1], "control_prior_lost": ctl[2],
+                         "lost_saved": ctl[2] - got[2]})
+    return pd.DataFrame(rows, columns=["method", "seed", "step", "jigsaw_exact", "prior_lost", "control_step",
+                                       "control_exact", "control_prior_lost", "lost_saved"])
+
+
 def final_probe(metrics: pd.DataFrame, prefix: str = PROBE) -> pd.DataFrame:
     """The larger probe's rows (the base at step 0 and each run's last model; ``RunConfig.probe_jigsaw``,
     ``probe_prior``) under the names of the runs' own rows, so every function here reads them as a run of two
@@ -136,7 +172,7 @@ def _at_most(value, target) -> bool | None:
 
 
 def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout: str = "rollout_sft",
-           rollout_early: str = "rollout_sft_early", sft_exact: float = 0.9, sft_lost: float = 0.20,
+           rollout_early: str = "rollout_sft_early", control: str = "sft_matched", sft_exact: float = 0.9, sft_lost: float = 0.20,
            rft_exact: float = 0.6, rft_lost: float = 0.03, rollout_share: float = 0.2,
            rollout_lost: float = 0.05, final: bool = False) -> pd.DataFrame:
     """The study's pocket targets, per seed: what each run reached, the target, and whether it is met.
@@ -148,7 +184,9 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
     - C5: SFT on RFT's rollouts reaches RFT's final exact within ``rollout_share`` of RFT's steps, having
       lost <= ``rollout_lost`` there (undecided if RFT ended no better than its base, or has no run); the
       same for SFT on an early RFT checkpoint's rollouts (``rollout_early``), against the same RFT run's
-      final accuracy (the paper: rollouts of a short RFT run suffice).
+      final accuracy (the paper: rollouts of a short RFT run suffice);
+    - C5 control: the same for SFT on answers with the settings of SFT on rollouts (``control``,
+      ``config.answers_control``): where it too meets C5's targets, the settings, not the data, meet them.
 
     With ``final`` the table is a run of two evaluations, the base and the last model (:func:`final_probe`), and the
     quantities say so: C1 is SFT's final exact, C2 its loss at the end, C5 the step by which SFT on rollouts has
@@ -194,29 +232,30 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
                 _at_least(last["jigsaw_exact"], rft_exact), last["step"])
             add("C3", seed, "RFT prior lost at the end", lost, f"<= {rft_lost:g}", _at_most(lost, rft_lost),
                 last["step"])
-        for method, source in ((rollout, "rollouts"), (rollout_early, "early-RFT rollouts")):
+        for method, source, claim in ((rollout, "rollouts", "C5"), (rollout_early, "early-RFT rollouts", "C5"),
+                                      (control, "answers at the rollouts' settings", "C5 control")):
             ro = run_of(method, seed)
             if ro is None:
                 continue
             quantity = (f"SFT on {source}: step by which it has RFT's final exact" if final
                         else f"SFT on {source}: steps to RFT's final exact")
             if rft_run is None:
-                add("C5", seed, quantity + " (no RFT run)", np.nan, "", None, np.nan)
+                add(claim, seed, quantity + " (no RFT run)", np.nan, "", None, np.nan)
                 continue
             goal, budget = rft_run.iloc[-1]["jigsaw_exact"], rollout_share * rft_run.iloc[-1]["step"]
             if goal <= rft_run.iloc[0]["jigsaw_exact"] + _EPS:
-                add("C5", seed, quantity + " (RFT ended no better than its base)", np.nan, f"<= {budget:g}", None,
+                add(claim, seed, quantity + " (RFT ended no better than its base)", np.nan, f"<= {budget:g}", None,
                     np.nan)
                 continue
             reached = ro[(ro.jigsaw_exact >= goal - _EPS) & (ro.step > 0)]
             if len(reached):
                 at = reached.iloc[0]
                 lost = round(ro.iloc[0]["prior_mean"] - at["prior_mean"], 9)
-                add("C5", seed, quantity, at["step"], f"<= {budget:g}", bool(at["step"] <= budget), at["step"])
-                add("C5", seed, f"SFT on {source}: prior lost there", lost, f"<= {rollout_lost:g}",
+                add(claim, seed, quantity, at["step"], f"<= {budget:g}", bool(at["step"] <= budget), at["step"])
+                add(claim, seed, f"SFT on {source}: prior lost there", lost, f"<= {rollout_lost:g}",
                     _at_most(lost, rollout_lost), at["step"])
             else:  # the step shown is the run's last: not reached by then
-                add("C5", seed, quantity, np.nan, f"<= {budget:g}", False, ro.iloc[-1]["step"])
+                add(claim, seed, quantity, np.nan, f"<= {budget:g}", False, ro.iloc[-1]["step"])
     return pd.DataFrame(rows, columns=["claim", "seed", "quantity", "value", "target", "met", "step"])
 
 

@@ -112,6 +112,22 @@ class RolloutSFTRun(RunConfig):
 
 CLASSES = {"sft": SFTRun, "rft": RFTRun, "rollout_sft": RolloutSFTRun}
 
+
+def answers_control(cfg: RolloutSFTRun, name: str = "sft_matched") -> SFTRun:
+    """SFT on ground-truth answers with every setting of ``cfg``, a run of SFT on rollouts, that SFT has.
+
+    The learning rate, batch, puzzles (``n_train``, ``seed``), steps, tower and evaluation stay; only the data
+    changes: the answers of all the puzzles instead of the correct rollouts of RFT on them. It separates what the
+    data does (C5: "data, not the algorithm, decides forgetting") from what the shorter, gentler settings of SFT on
+    rollouts do. With the ``direct`` answer format a correct rollout is the puzzle's own answer, so the two runs
+    differ only in which puzzles they hold: SFT on rollouts leaves out those RFT never solved in
+    ``rollouts_per_prompt`` samples.
+    """
+    if not isinstance(cfg, RolloutSFTRun):
+        raise TypeError(f"answers_control takes a rollout_sft config, got a {cfg.method} one")
+    shared = {f.name for f in dataclasses.fields(SFTRun)}
+    return SFTRun(**{k: v for k, v in dataclasses.asdict(cfg).items() if k in shared and k != "name"}, name=name)
+
 # The runs' curves are measured on 100 puzzles and 50 items per skill (a 100-puzzle exact near 0.6 has a standard
 # error of about 0.05, a 300-item prior mean about 2.6 points); the base and each final model also on 400 puzzles and
 # 200 items per skill (session 17: on the small probes C3 held in every seed, on these in none).

@@ -20,6 +20,7 @@ METHOD_COLORS = {
     "rft": "#1f77b4",
     "rollout_sft": "#2ca02c",
     "rollout_sft_early": "#98df8a",
+    "sft_matched": "#ff9896",  # SFT on answers at SFT on rollouts' settings: SFT's colour, lighter
     "reasoning": "#ff7f0e",
 }
 # One colour per data source of the learning-dynamics analysis (matching the method each source feeds).

@@ -3,8 +3,8 @@
     jobs = study.plan("pocket", seeds=[0, 1, 2], sft_lr_sweep=[1e-4, 3e-4, 1e-3], runs_dir=runs_dir)
     metrics = study.run(jobs, workers=2, live=plots.LiveCurves())
 
-:func:`plan` lists the runs of the study (per seed: RFT, SFT on its final and on its early rollouts, SFT; then
-the SFT learning-rate sweep), each with its config, its folder and the run it needs: SFT on rollouts samples
+:func:`plan` lists the runs of the study (per seed: RFT, SFT on its final and on its early rollouts, SFT, and SFT
+on answers with SFT on rollouts' settings; then the SFT learning-rate sweep), each with its config, its folder and the run it needs: SFT on rollouts samples
 from RFT's checkpoint, so it starts once that RFT run has finished. :func:`run` runs them and returns every
 run's tidy metrics in one table.
 
@@ -40,7 +40,7 @@ import pandas as pd
 from . import config
 
 RUNNERS = {"sft": "run_sft", "rft": "run_rft", "rollout_sft": "run_rollout_sft"}
-METHODS = ("sft", "rft", "rollout_sft", "rollout_sft_early")
+METHODS = ("rft", "rollout_sft", "rollout_sft_early", "sft", "sft_matched")  # a seed's runs, in the order started
 
 
 @dataclass
@@ -61,13 +61,13 @@ class Job:
         return self.cfg.run_name
 
 
-def plan(scale: str = "pocket", *, seeds=(0, 1, 2), methods=("rft", "rollout_sft", "rollout_sft_early", "sft"),
-         sft_lr_sweep=(), early_step: int = 25, runs_dir: str | Path, overrides: dict | None = None,
-         common: dict | None = None) -> list[Job]:
+def plan(scale: str = "pocket", *, seeds=(0, 1, 2), methods=METHODS, sft_lr_sweep=(), early_step: int = 25,
+         runs_dir: str | Path, overrides: dict | None = None, common: dict | None = None) -> list[Job]:
     """Notebook 02's runs, in the order they are started.
 
     Per seed: RFT (keeping its model of ``early_step``), SFT on its final model's correct rollouts, SFT on its
-    ``early_step`` model's, then SFT on answers; then the SFT sweep on seed 0, one run per learning rate (a rate
+    ``early_step`` model's, then SFT on answers, and SFT on answers with SFT on rollouts' settings (``sft_matched``,
+    :func:`config.answers_control`: the control of C5; its config follows ``rollout_sft``'s overrides); then the SFT sweep on seed 0, one run per learning rate (a rate
     equal to the preset's reuses seed 0's SFT run, if it is planned). ``overrides`` maps a method to config
     overrides ({"rft": {"learning_rate": 3e-5}}); ``common`` overrides every run's config.
     """
@@ -101,6 +101,8 @@ def plan(scale: str = "pocket", *, seeds=(0, 1, 2), methods=("rft", "rollout_sft
                                      name="rollout_sft_early"), needs=rft.name))
         if "sft" in methods:
             jobs.append(job(make("sft", seed)))
+        if "sft_matched" in methods:  # SFT on answers with SFT on rollouts' settings (config.answers_control)
+            jobs.append(job(config.answers_control(make("rollout_sft", seed))))
     preset_lr = make("sft", 0).learning_rate
     for lr in sft_lr_sweep:
         cfg = make("sft", 0, learning_rate=lr, name=f"sft_lr{lr:g}")

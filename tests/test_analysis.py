@@ -99,6 +99,33 @@ def test_claims_judge_early_rollouts_against_the_same_rft_run():
     assert "| C5 | SFT on early-RFT rollouts: prior lost there | <= 0.05 | 0.000 (step 10) yes | 0.020 (step 20) yes |" in md
 
 
+def test_data_vs_settings_compares_rollouts_with_answers_at_the_same_settings():
+    m = synthetic()
+    ro = m[m.method == "rft"].assign(method="rollout_sft")  # ends at 0.7 (+0.01 seed 1), 0.02 lost
+    control = m[m.method == "sft"].assign(method="sft_matched")  # ends at 1.0, 0.6 lost
+    t = analysis.data_vs_settings(pd.concat([m, ro, control[control.seed == 0]]))
+    assert list(zip(t.method, t.seed)) == [("rollout_sft", 0)]  # seed 1 has no control run: no row
+    row = t.iloc[0]
+    assert row["step"] == 20 and row["jigsaw_exact"] == pytest.approx(0.7) and row["prior_lost"] == pytest.approx(0.02)
+    assert row["control_exact"] == pytest.approx(1.0) and row["control_prior_lost"] == pytest.approx(0.6)
+    assert row["lost_saved"] == pytest.approx(0.58)  # the control's loss minus the rollouts'
+    assert analysis.data_vs_settings(m).empty  # no control: nothing to compare
+
+
+def test_claims_judge_the_control_like_sft_on_rollouts():
+    m = synthetic()
+    control = m[m.method == "sft"].assign(method="sft_matched")  # reaches RFT's final 0.7 at step 10
+    t = analysis.claims(pd.concat([m, control]), rollout_share=0.5)
+    rows = t[t.claim == "C5 control"]
+    steps = rows[rows.quantity == "SFT on answers at the rollouts' settings: steps to RFT's final exact"]
+    assert list(steps.value) == [10, 10] and steps.met.all()
+    lost = rows[rows.quantity == "SFT on answers at the rollouts' settings: prior lost there"]
+    assert list(lost.value) == pytest.approx([0.4, 0.4]) and not lost.met.any()
+    assert "C5" not in set(t.claim)  # no rollout runs
+    md = analysis.claims_markdown(t).splitlines()
+    assert md[-1].startswith("| C5 control | SFT on answers at the rollouts' settings: prior lost there |")
+
+
 def test_claims_edge_cases():
     m = synthetic()
     # a mean of fractions just under the target has reached it

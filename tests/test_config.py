@@ -53,3 +53,17 @@ def test_pocket_puzzles_come_from_one_world_for_every_method(method):
     assert config.make(method, "pocket").puzzle_world == {"light_left_rate": 1.0}
     assert config.make(method, "paper").puzzle_world == {}
     assert config.make(method, "pocket", puzzle_world={}).puzzle_world == {}  # the base's whole world
+
+
+@pytest.mark.parametrize("preset", ["pocket", "paper"])
+def test_answers_control_is_sft_with_every_setting_of_sft_on_rollouts(preset):
+    import dataclasses
+
+    rollouts = config.make("rollout_sft", preset, seed=2, rollouts_from="somewhere")
+    control = config.answers_control(rollouts)
+    assert isinstance(control, config.SFTRun) and control.method == "sft" and control.label == "sft_matched"
+    shared = {f.name for f in dataclasses.fields(config.SFTRun)} - {"name"}
+    assert {k: getattr(control, k) for k in shared} == {k: getattr(rollouts, k) for k in shared}
+    assert control.run_name == "sft_matched-seed2"
+    with pytest.raises(TypeError, match="rollout_sft config"):
+        config.answers_control(config.make("sft", preset))

@@ -10,8 +10,8 @@ from jigsaw_lib.models import TINY
 def test_plan_lists_the_study_with_what_each_run_needs(tmp_path):
     jobs = study.plan("pocket", seeds=[0, 1], sft_lr_sweep=[1e-4, 3e-4], early_step=25, runs_dir=tmp_path)
     assert [j.name for j in jobs] == [
-        "rft-seed0", "rollout_sft-seed0", "rollout_sft_early-seed0", "sft-seed0",
-        "rft-seed1", "rollout_sft-seed1", "rollout_sft_early-seed1", "sft-seed1",
+        "rft-seed0", "rollout_sft-seed0", "rollout_sft_early-seed0", "sft-seed0", "sft_matched-seed0",
+        "rft-seed1", "rollout_sft-seed1", "rollout_sft_early-seed1", "sft-seed1", "sft_matched-seed1",
         "sft_lr0.0001-seed0", "sft_lr0.0003-seed0"]
     by = {j.name: j for j in jobs}
     assert by["rft-seed1"].cfg.save_steps == [25] and by["rft-seed1"].cfg.seed == 1
@@ -21,6 +21,18 @@ def test_plan_lists_the_study_with_what_each_run_needs(tmp_path):
     assert by["sft_lr0.0001-seed0"].same_as is None and by["sft_lr0.0001-seed0"].cfg.learning_rate == 1e-4
     assert by["sft_lr0.0003-seed0"].same_as == "sft-seed0"  # the preset's lr: seed 0's sft run
     assert all(j.output_dir == tmp_path / j.name for j in jobs)
+    # the control: SFT on answers with SFT on rollouts' settings, needing no RFT run
+    control, rollouts = by["sft_matched-seed1"].cfg, by["rollout_sft-seed1"].cfg
+    assert control.method == "sft" and by["sft_matched-seed1"].needs is None
+    assert (control.learning_rate, control.max_steps, control.batch_size, control.n_train, control.seed) == (
+        rollouts.learning_rate, rollouts.max_steps, rollouts.batch_size, rollouts.n_train, 1)
+
+
+def test_the_control_follows_the_rollout_runs_overrides(tmp_path):
+    jobs = study.plan("pocket", seeds=[0], methods=["sft", "sft_matched"], runs_dir=tmp_path,
+                      overrides={"rollout_sft": {"learning_rate": 7e-5}, "sft": {"learning_rate": 1e-3}})
+    by = {j.name: j.cfg for j in jobs}
+    assert by["sft_matched-seed0"].learning_rate == 7e-5 and by["sft-seed0"].learning_rate == 1e-3
 
 
 def test_plan_applies_overrides_and_rejects_bad_input(tmp_path):
