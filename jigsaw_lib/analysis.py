@@ -122,6 +122,19 @@ def data_vs_settings(metrics: pd.DataFrame, *, control: str = "sft_matched",
                                        "control_exact", "control_prior_lost", "lost_saved"])
 
 
+def data_vs_settings_markdown(table: pd.DataFrame) -> str:
+    """:func:`data_vs_settings` as Markdown: one table per quantity, a row per data method, a column per seed;
+    losses in points of mean prior accuracy."""
+    points = table.assign(**{c: 100 * table[c] for c in ["prior_lost", "control_prior_lost", "lost_saved"]})
+    parts = [("exact", "jigsaw_exact", "{:.4f}"),
+             ("the control (SFT on answers at the same settings): exact", "control_exact", "{:.4f}"),
+             ("prior lost, points", "prior_lost", "{:.2f}"),
+             ("the control: prior lost, points", "control_prior_lost", "{:.2f}"),
+             ("points the data saves over the control (the control's loss minus its own)", "lost_saved", "{:+.2f}")]
+    return "\n\n".join(f"{title}:\n\n" + markdown_table(points, "method", "seed", column, fmt)
+                       for title, column, fmt in parts)
+
+
 def final_probe(metrics: pd.DataFrame, prefix: str = PROBE) -> pd.DataFrame:
     """The larger probe's rows (the base at step 0 and each run's last model; ``RunConfig.probe_jigsaw``,
     ``probe_prior``) under the names of the runs' own rows, so every function here reads them as a run of two

@@ -110,6 +110,9 @@ def test_data_vs_settings_compares_rollouts_with_answers_at_the_same_settings():
     assert row["control_exact"] == pytest.approx(1.0) and row["control_prior_lost"] == pytest.approx(0.6)
     assert row["lost_saved"] == pytest.approx(0.58)  # the control's loss minus the rollouts'
     assert analysis.data_vs_settings(m).empty  # no control: nothing to compare
+    md = analysis.data_vs_settings_markdown(t)
+    assert "| rollout_sft | 58.00 |" not in md and "| rollout_sft | +58.00 |" in md  # saved, in points
+    assert "| rollout_sft | 2.00 |" in md and "| rollout_sft | 60.00 |" in md and "| rollout_sft | 0.7000 |" in md
 
 
 def test_claims_judge_the_control_like_sft_on_rollouts():
