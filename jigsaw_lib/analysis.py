@@ -102,10 +102,11 @@ def data_vs_settings(metrics: pd.DataFrame, *, control: str = "sft_matched",
     rows = []
 
     def end(method, seed):
-        if not ((wide.method == method) & (wide.seed == seed)).any():
+        run = _run_if_any(wide, method, seed)
+        if run is None:
             return None
-        run = _run(wide, method, seed)
-        return run.iloc[-1]["step"], run.iloc[-1]["jigsaw_exact"], run.iloc[0]["prior_mean"] - run.iloc[-1]["prior_mean"]
+        first, last = run.iloc[0], run.iloc[-1]
+        return last["step"], last["jigsaw_exact"], first["prior_mean"] - last["prior_mean"]
 
     for seed in sorted(wide.seed.unique()):
         ctl = end(control, seed)
@@ -173,6 +174,11 @@ def _run(wide: pd.DataFrame, method: str, seed) -> pd.DataFrame:
     return run
 
 
+def _run_if_any(wide: pd.DataFrame, method: str, seed) -> pd.DataFrame | None:
+    """The run of ``method`` and ``seed`` (:func:`_run`), or None where the table has no such run."""
+    return _run(wide, method, seed) if ((wide.method == method) & (wide.seed == seed)).any() else None
+
+
 _EPS = 1e-9  # accuracies are means of fractions: 0.8999999999999999 has reached 0.9
 
 
@@ -185,8 +191,8 @@ def _at_most(value, target) -> bool | None:
 
 
 def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout: str = "rollout_sft",
-           rollout_early: str = "rollout_sft_early", control: str = "sft_matched", sft_exact: float = 0.9, sft_lost: float = 0.20,
-           rft_exact: float = 0.6, rft_lost: float = 0.03, rollout_share: float = 0.2,
+           rollout_early: str = "rollout_sft_early", control: str = "sft_matched", sft_exact: float = 0.9,
+           sft_lost: float = 0.20, rft_exact: float = 0.6, rft_lost: float = 0.03, rollout_share: float = 0.2,
            rollout_lost: float = 0.05, final: bool = False) -> pd.DataFrame:
     """The study's pocket targets, per seed: what each run reached, the target, and whether it is met.
 
@@ -217,11 +223,8 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
         rows.append({"claim": claim, "seed": seed, "quantity": quantity, "value": value, "target": target,
                      "met": met, "step": step})
 
-    def run_of(method, seed):
-        return _run(wide, method, seed) if ((wide.method == method) & (wide.seed == seed)).any() else None
-
     for seed in sorted(wide.seed.unique()):
-        run = run_of(sft, seed)
+        run = _run_if_any(wide, sft, seed)
         if run is not None:
             base, best = run.iloc[0]["prior_mean"], run.loc[run.jigsaw_exact.idxmax()]
             add("C1", seed, "SFT final exact" if final else "SFT best exact", best["jigsaw_exact"], f">= {sft_exact:g}",
@@ -237,7 +240,7 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
                 add("C2", seed, f"SFT prior lost at {'the end' if final else 'its best exact'} (target accuracy not "
                     "reached)",
                     round(base - best["prior_mean"], 9), f">= {sft_lost:g}", None, best["step"])
-        rft_run = run_of(rft, seed)
+        rft_run = _run_if_any(wide, rft, seed)
         if rft_run is not None:
             base, last = rft_run.iloc[0], rft_run.iloc[-1]
             lost = round(base["prior_mean"] - last["prior_mean"], 9)
@@ -247,7 +250,7 @@ def claims(metrics: pd.DataFrame, *, sft: str = "sft", rft: str = "rft", rollout
                 last["step"])
         for method, source, claim in ((rollout, "rollouts", "C5"), (rollout_early, "early-RFT rollouts", "C5"),
                                       (control, "answers at the rollouts' settings", "C5 control")):
-            ro = run_of(method, seed)
+            ro = _run_if_any(wide, method, seed)
             if ro is None:
                 continue
             quantity = (f"SFT on {source}: step by which it has RFT's final exact" if final

@@ -4,9 +4,9 @@
     metrics = study.run(jobs, workers=2, live=plots.LiveCurves())
 
 :func:`plan` lists the runs of the study (per seed: RFT, SFT on its final and on its early rollouts, SFT, and SFT
-on answers with SFT on rollouts' settings; then the SFT learning-rate sweep), each with its config, its folder and the run it needs: SFT on rollouts samples
-from RFT's checkpoint, so it starts once that RFT run has finished. :func:`run` runs them and returns every
-run's tidy metrics in one table.
+on answers with SFT on rollouts' settings; then the SFT learning-rate sweep), each with its config, its folder and
+the run it needs: SFT on rollouts samples from RFT's checkpoint, so it starts once that RFT run has finished.
+:func:`run` runs them and returns every run's tidy metrics in one table.
 
 Why side by side. The pocket model's matrices are too small to keep two CPU threads busy: on the 2-core machine
 of session 28 one GRPO step of the RFT preset took 4.7 s in one process with 2 threads and 6.1 s with 1 thread,
@@ -67,9 +67,10 @@ def plan(scale: str = "pocket", *, seeds=(0, 1, 2), methods=METHODS, sft_lr_swee
 
     Per seed: RFT (keeping its model of ``early_step``), SFT on its final model's correct rollouts, SFT on its
     ``early_step`` model's, then SFT on answers, and SFT on answers with SFT on rollouts' settings (``sft_matched``,
-    :func:`config.answers_control`: the control of C5; its config follows ``rollout_sft``'s overrides); then the SFT sweep on seed 0, one run per learning rate (a rate
-    equal to the preset's reuses seed 0's SFT run, if it is planned). ``overrides`` maps a method to config
-    overrides ({"rft": {"learning_rate": 3e-5}}); ``common`` overrides every run's config.
+    :func:`config.answers_control`: the control of C5; its config follows ``rollout_sft``'s overrides); then the SFT
+    sweep on seed 0, one run per learning rate (a rate equal to the preset's reuses seed 0's SFT run, if it is
+    planned). ``overrides`` maps a method to config overrides ({"rft": {"learning_rate": 3e-5}}); ``common``
+    overrides every run's config.
     """
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:

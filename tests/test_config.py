@@ -1,5 +1,7 @@
 """Run configs: presets per scale, overrides, and errors for unknown keys."""
 
+import dataclasses
+
 import pytest
 
 from jigsaw_lib import config
@@ -14,7 +16,8 @@ def test_paper_presets_follow_the_paper():
     assert rft.beta == 0.04 and rft.num_generations == 8 and rft.temperature == 1.0
     assert rft.use_vllm and rft.max_completion_length == 512 and rft.answer_format == "think"
     # Qwen's tower trains, as in the paper, at the run's own rate
-    assert all(not c.freeze_vision and c.vision_lr_scale == 1 for c in (config.make(m, "paper") for m in config.CLASSES))
+    paper = [config.make(m, "paper") for m in config.CLASSES]
+    assert all(not c.freeze_vision and c.vision_lr_scale == 1 for c in paper)
 
 
 def test_pocket_methods_share_one_tower_setting():
@@ -57,8 +60,6 @@ def test_pocket_puzzles_come_from_one_world_for_every_method(method):
 
 @pytest.mark.parametrize("preset", ["pocket", "paper"])
 def test_answers_control_is_sft_with_every_setting_of_sft_on_rollouts(preset):
-    import dataclasses
-
     rollouts = config.make("rollout_sft", preset, seed=2, rollouts_from="somewhere")
     control = config.answers_control(rollouts)
     assert isinstance(control, config.SFTRun) and control.method == "sft" and control.label == "sft_matched"
