@@ -143,10 +143,34 @@ def evaluate_skills(model, processor, n_per_skill: int = 200, *, skills=None, sp
                                [it.image for it in its], batch_size=batch_size, progress=progress, desc=skill)
         right = [score_skill_answer(c[0], it.answer) for c, it in zip(completions, its)]
         rows.append({"skill": skill, "metric": "accuracy", "value": float(np.mean(right)), "n": len(its)})
-        records += [{"skill": skill, "question": it.question, "answer": it.answer, "completion": c[0], "right": r}
+        records += [{"skill": skill, "kind": world.question_kind(skill, it.question, it.answer, it.image),
+                     "question": it.question, "answer": it.answer, "completion": c[0], "right": r}
                     for it, c, r in zip(its, completions, right)]
     table = pd.DataFrame(rows)
     return (table, pd.DataFrame(records)) if return_completions else table
+
+
+def accuracy_by_kind(records: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per skill and kind of question (``world.question_kind``): where each skill loses its points.
+
+    ``records`` are ``evaluate_skills(..., return_completions=True)``'s; they carry each item's kind, read with its
+    image (so ill-posed ordering items stand apart); without a ``kind`` column the kind is read from the text. Rows
+    ``skill, kind, metric, value, n``: the skills in their order, each one's kinds sorted.
+    """
+    missing = {"skill", "question", "answer", "right"} - set(records.columns)
+    if missing:
+        raise ValueError(f"records lack {sorted(missing)}: pass evaluate_skills(..., return_completions=True)'s second "
+                         "table")
+    if "kind" not in records.columns:  # from the text alone (evaluate_skills' records also read each image)
+        records = records.assign(kind=[world.question_kind(s, q, a) for s, q, a in
+                                       zip(records["skill"], records["question"], records["answer"])])
+    table = records.groupby(["skill", "kind"], sort=False)["right"].agg(value="mean", n="size").reset_index()
+    skills = {skill: i for i, skill in enumerate(dict.fromkeys(records["skill"]))}
+    table = table.sort_values(["skill", "kind"], key=lambda c: c.map(skills) if c.name == "skill" else c,
+                              ignore_index=True)  # skills as evaluated, kinds in order (grids: 1x2 ... 3x3)
+    table["value"] = table["value"].astype(float)
+    table.insert(2, "metric", "accuracy")
+    return table
 
 
 def jigsaw_eval_set(rows: int, cols: int, n: int, image_size: int = 64, answer_format: str = "direct",

@@ -5,6 +5,8 @@ figures and the README all read the same files:
 
 - ``base_model.csv``: ``model, skill, metric, value`` (the pocket base model's prior skills and jigsaw
   behaviour, and its pretraining cost);
+- ``base_model_by_kind.csv``: ``model, skill, kind, metric, value`` (its prior skills' accuracy per kind of question,
+  ``evaluate.accuracy_by_kind``: where each skill loses its points);
 - ``metrics.csv``: ``method, seed, step, metric, value`` (training runs, written by the study);
 - ``dynamics.csv``: ``source, step, metric, value`` (learning dynamics: perplexity and influence per data
   source; ``step`` is the SFT step on that source, 0 for the base model, -1 for a fit over all steps);
@@ -26,6 +28,7 @@ from . import paths
 
 SCHEMAS = {
     "base_model": ("model", "skill", "metric", "value"),
+    "base_model_by_kind": ("model", "skill", "kind", "metric", "value"),
     "metrics": ("method", "seed", "step", "metric", "value"),
     "dynamics": ("source", "step", "metric", "value"),
     "grafts": ("method", "seed", "model", "skill", "metric", "value"),

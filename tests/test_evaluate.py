@@ -169,3 +169,19 @@ def test_answer_lengths_counts_the_numbers_of_each_variant(tiny_pocket_dir):
     assert set(table.variant) == set(evaluate.prompt_variants(2, 2))
     assert np.allclose(table.groupby("variant").share.sum(), 1.0)
     assert table.numbers.min() >= -1
+
+
+def test_accuracy_by_kind_splits_a_skill_where_it_is_lost():
+    its = world.items("grounding", "test", 30, size=32) + world.items("hallucination", "test", 30, size=32)
+    records = pd.DataFrame([{"skill": it.skill, "question": it.question, "answer": it.answer,
+                             "right": "the sun?" in it.question or it.answer.endswith("no")} for it in its])
+    table = evaluate.accuracy_by_kind(records)
+    assert list(table.columns) == ["skill", "kind", "metric", "value", "n"]
+    got = {(r.skill, r.kind): (r.value, r.n) for r in table.itertuples()}
+    assert set(got) == {("grounding", "sun"), ("grounding", "object"), ("hallucination", "yes"),
+                        ("hallucination", "no")}
+    assert got["grounding", "sun"][0] == 1.0 and got["grounding", "object"][0] == 0.0
+    assert got["hallucination", "no"][0] == 1.0 and got["hallucination", "yes"][0] == 0.0
+    assert sum(n for _, n in got.values()) == 60
+    with pytest.raises(ValueError, match="return_completions"):
+        evaluate.accuracy_by_kind(records.drop(columns="question"))

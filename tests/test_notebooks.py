@@ -72,13 +72,13 @@ def smoke_root(tmp_path_factory):
 
 
 EXPECTED_FIGURES = {
-    "00_": {"world_skills", "base_skills", "pretrain_curve", "base_jigsaw_examples"},
+    "00_": {"world_skills", "base_skills", "pretrain_curve", "base_jigsaw_examples", "base_skills_by_kind"},
     "01_": {"puzzle_sources", "puzzle_grids"},
     "03_": {"perplexity_by_source", "influence_vs_step", "influence_heatmap", "influence_symmetry",
             "kl_vs_forgetting", "where_forgetting_sits"},
     "04_": {"jigsaw_and_prior_vs_step", "prior_skills_vs_step", "accuracy_vs_forgetting", "sft_lr_sweep"},
 }
-EXPECTED_RESULTS = {"00_": {"base_model.csv"}, "02_": {"metrics.csv"}, "03_": {"dynamics.csv", "kl_vs_forgetting.csv", "grafts.csv"},
+EXPECTED_RESULTS = {"00_": {"base_model.csv", "base_model_by_kind.csv"}, "02_": {"metrics.csv"}, "03_": {"dynamics.csv", "kl_vs_forgetting.csv", "grafts.csv"},
                     "04_": {"forgetting_table.csv", "forgetting_table.md", "forgetting_at_matched_accuracy.csv",
                             "forgetting_table_final_probe.csv", "forgetting_table_final_probe.md", "claims.csv",
                             "claims.md"}}

@@ -291,3 +291,74 @@ def test_light_left_rate_sets_the_side_of_the_light_and_sun():
     assert image[:, :32].mean() > image[:, 32:].mean()
     with pytest.raises(ValueError, match="light_left_rate"):
         world.normalise({"light_left_rate": 1.5})
+
+
+def test_question_kind_names_every_held_out_item():
+    """Every item of every skill gets a kind; the kinds are the ones the generators ask, and the grid of an ordering
+    item holds as many cells as its answer has numbers."""
+    seen = {}
+    for skill in world.SKILLS:
+        for it in world.items(skill, "test", 40, size=32):
+            kind = world.question_kind(skill, it.question, it.answer)
+            seen.setdefault(skill, set()).add(kind)
+            if skill == "ordering":
+                rows, cols = map(int, kind.split("x"))
+                assert rows * cols == len(it.answer.split())
+            if skill == "counting":
+                assert kind == it.answer
+    assert seen["grounding"] == {"sun", "object"}
+    assert seen["perception"] == {"light", "colour", "shape"}
+    assert seen["hallucination"] == {"yes", "no"}
+    assert seen["ocr"] == {"digit"}
+    assert len(seen["ordering"]) >= 4
+    with world.configure(perception_questions=("colours", "objects"), hallucination_echo=True,
+                         ordering_varied_wording=True):
+        perception = {world.question_kind("perception", it.question, it.answer)
+                      for it in world.items("perception", "test", 20, size=32)}
+        assert perception == {"colours", "objects"}
+        assert {world.question_kind("hallucination", it.question, it.answer)
+                for it in world.items("hallucination", "test", 20, size=32)} == {"yes", "no"}
+        for it in world.items("ordering", "test", 30, size=32):
+            rows, cols = map(int, world.question_kind("ordering", it.question, it.answer).split("x"))
+            assert rows * cols == len(it.answer.split())
+
+
+def test_question_kind_rejects_what_it_cannot_read():
+    with pytest.raises(ValueError, match="unknown skill"):
+        world.question_kind("jigsaw", "q", "a")
+    with pytest.raises(ValueError, match="not a perception question"):
+        world.question_kind("perception", "How tall is the tree?", "tall")
+
+
+def _gap(it):
+    rows, cols = map(int, world.question_kind("ordering", it.question, it.answer).split("x"))
+    return world.brightness_ranks(it.image, rows, cols)[1]
+
+
+def test_ordering_well_posed_replaces_only_the_items_no_try_could_pose():
+    """Off (every base so far), most 3x3 items keep a last try whose cells no model can rank; on, those become a
+    separated mosaic and every other item stays as it was, byte for byte."""
+    grids = (((3, 3), 0.5), ((2, 2), 0.5))
+    with world.configure(ordering_grids=grids):
+        old = world.items("ordering", "test", 30, size=32)
+    with world.configure(ordering_grids=grids, ordering_well_posed=True):
+        new = world.items("ordering", "test", 30, size=32)
+    ill = [_gap(it) < world.ORDERING_MIN_GAP for it in old]
+    assert sum(ill) >= 3  # the bug this setting fixes: 3x3 images with cells closer than 8 levels
+    assert all(_gap(it) >= world.ORDERING_MIN_GAP for it in new)
+    for before, after, bad in zip(old, new, ill):
+        same = before.image.tobytes() == after.image.tobytes() and before.answer == after.answer
+        assert same != bad
+        if bad:
+            assert world.question_kind("ordering", before.question, before.answer, before.image).endswith(" ill-posed")
+        assert world.question_kind("ordering", after.question, after.answer, after.image) in ("3x3", "2x2")
+    assert sorted(map(int, new[ill.index(True)].answer.split())) == list(range(1, 10))
+
+
+def test_separated_mosaic_spaces_its_cells_or_says_it_cannot():
+    rng = np.random.default_rng(0)
+    for rows, cols in ((3, 3), (2, 3), (1, 2)):
+        image = world.separated_mosaic(rng, rows, cols, 64)
+        assert image.size == (64, 64) and world.brightness_ranks(image, rows, cols)[1] >= world.ORDERING_MIN_GAP
+    with pytest.raises(ValueError, match="cannot space 25 cells"):
+        world.separated_mosaic(rng, 5, 5)
