@@ -161,7 +161,7 @@ class WorldSettings:
     ordering_well_posed: bool = False  # an ordering image whose closest two cells are less than ORDERING_MIN_GAP
     # apart in brightness after every try (most 3x3 ones: a landscape's sky cells are alike, and 9 random mosaic blocks
     # rarely lie 8 levels apart) is replaced by separated_mosaic. Off, as every base so far was trained: it keeps the
-    # last try, whose ranking no model can read (71% of 3x3 items, median gap 2.3 levels; README, "A bug in the
+    # last try, whose cells look alike (two thirds of the 3x3 items, median gap 2.3 levels; README, "A bug in the
     # ordering skill")
 
 
