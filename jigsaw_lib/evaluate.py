@@ -143,9 +143,10 @@ def evaluate_skills(model, processor, n_per_skill: int = 200, *, skills=None, sp
                                [it.image for it in its], batch_size=batch_size, progress=progress, desc=skill)
         right = [score_skill_answer(c[0], it.answer) for c, it in zip(completions, its)]
         rows.append({"skill": skill, "metric": "accuracy", "value": float(np.mean(right)), "n": len(its)})
-        records += [{"skill": skill, "kind": world.question_kind(skill, it.question, it.answer, it.image),
-                     "question": it.question, "answer": it.answer, "completion": c[0], "right": r}
-                    for it, c, r in zip(its, completions, right)]
+        if return_completions:  # the kinds read each image: not for the runs' tracking, which wants the table only
+            records += [{"skill": skill, "kind": world.question_kind(skill, it.question, it.answer, it.image),
+                         "question": it.question, "answer": it.answer, "completion": c[0], "right": r}
+                        for it, c, r in zip(its, completions, right)]
     table = pd.DataFrame(rows)
     return (table, pd.DataFrame(records)) if return_completions else table
 

@@ -380,16 +380,20 @@ def render(scene: Scene, size: int | tuple[int, int] = 64) -> Image.Image:
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
 
 
+def _blocks(rng: np.random.Generator, rows: int, cols: int, size: int, colour: Callable) -> Image.Image:
+    """A grid of flat blocks, row by row, cell k of colour ``colour(k)`` (drawn first) with a light texture."""
+    arr = np.empty((size, size, 3), dtype=np.float32)
+    for k in range(rows * cols):
+        r, c = divmod(k, cols)
+        block = colour(k) + rng.normal(0, 6, (size // rows + 1, size // cols + 1, 3))
+        ys, xs = slice(r * size // rows, (r + 1) * size // rows), slice(c * size // cols, (c + 1) * size // cols)
+        arr[ys, xs] = block[: ys.stop - ys.start, : xs.stop - xs.start]
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
 def mosaic(rng: np.random.Generator, rows: int, cols: int, size: int = 64) -> Image.Image:
     """A grid of flat, lightly textured colour blocks: images with no landscape, for ordering."""
-    w = h = size
-    arr = np.empty((h, w, 3), dtype=np.float32)
-    for r in range(rows):
-        for c in range(cols):
-            block = rng.uniform(20, 235, 3) + rng.normal(0, 6, (h // rows + 1, w // cols + 1, 3))
-            ys, xs = slice(r * h // rows, (r + 1) * h // rows), slice(c * w // cols, (c + 1) * w // cols)
-            arr[ys, xs] = block[: ys.stop - ys.start, : xs.stop - xs.start]
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return _blocks(rng, rows, cols, size, lambda k: rng.uniform(20, 235, 3))
 
 
 def separated_mosaic(rng: np.random.Generator, rows: int, cols: int, size: int = 64, margin: float = 12.0,
@@ -404,20 +408,17 @@ def separated_mosaic(rng: np.random.Generator, rows: int, cols: int, size: int =
     if hi - (n - 1) * margin <= lo:
         raise ValueError(f"a {rows}x{cols} mosaic cannot space {n} cells {margin} levels apart within {lo}..{hi}")
     weights = np.array([0.299, 0.587, 0.114])  # PIL's luminance ("L") of an RGB colour
+
+    def colour_of(level):
+        chroma = rng.normal(size=3)
+        chroma -= weights * (chroma @ weights) / (weights @ weights)  # keeps the luminance
+        with np.errstate(divide="ignore", invalid="ignore"):
+            room = np.where(chroma > 0, (255 - level) / chroma, np.where(chroma < 0, -level / chroma, np.inf))
+        return level + rng.uniform(0, 0.8) * room.min() * chroma
+
     for _ in range(tries):
         levels = (np.sort(rng.uniform(lo, hi - (n - 1) * margin, n)) + margin * np.arange(n))[rng.permutation(n)]
-        arr = np.empty((size, size, 3), dtype=np.float32)
-        for k, level in enumerate(levels):
-            r, c = divmod(k, cols)
-            chroma = rng.normal(size=3)
-            chroma -= weights * (chroma @ weights) / (weights @ weights)  # keeps the luminance
-            with np.errstate(divide="ignore", invalid="ignore"):
-                room = np.where(chroma > 0, (255 - level) / chroma, np.where(chroma < 0, -level / chroma, np.inf))
-            colour = level + rng.uniform(0, 0.8) * room.min() * chroma
-            block = colour + rng.normal(0, 6, (size // rows + 1, size // cols + 1, 3))
-            ys, xs = slice(r * size // rows, (r + 1) * size // rows), slice(c * size // cols, (c + 1) * size // cols)
-            arr[ys, xs] = block[: ys.stop - ys.start, : xs.stop - xs.start]
-        image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+        image = _blocks(rng, rows, cols, size, lambda k: colour_of(levels[k]))
         if brightness_ranks(image, rows, cols)[1] >= ORDERING_MIN_GAP:
             return image
     raise RuntimeError(f"no {rows}x{cols} mosaic with cells {ORDERING_MIN_GAP} levels apart in {tries} tries")
