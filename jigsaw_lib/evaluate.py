@@ -144,7 +144,8 @@ def evaluate_skills(model, processor, n_per_skill: int = 200, *, skills=None, sp
         right = [score_skill_answer(c[0], it.answer) for c, it in zip(completions, its)]
         rows.append({"skill": skill, "metric": "accuracy", "value": float(np.mean(right)), "n": len(its)})
         if return_completions:  # the kinds read each image: not for the runs' tracking, which wants the table only
-            records += [{"skill": skill, "kind": world.question_kind(skill, it.question, it.answer, it.image),
+            records += [{"skill": skill,
+                         "kind": world.question_kind(skill, it.question, it.answer, it.image, it.scene),
                          "question": it.question, "answer": it.answer, "completion": c[0], "right": r}
                         for it, c, r in zip(its, completions, right)]
     table = pd.DataFrame(rows)
@@ -155,7 +156,8 @@ def accuracy_by_kind(records: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per skill and kind of question (``world.question_kind``): where each skill loses its points.
 
     ``records`` are ``evaluate_skills(..., return_completions=True)``'s; they carry each item's kind, read with its
-    image (so ill-posed ordering items stand apart); without a ``kind`` column the kind is read from the text. Rows
+    image and scene (so ill-posed ordering items stand apart, and a named object alone in view from one among others);
+    without a ``kind`` column the kind is read from the text. Rows
     ``skill, kind, metric, value, n``: the skills in their order, each one's kinds sorted.
     """
     missing = {"skill", "question", "answer", "right"} - set(records.columns)

@@ -464,6 +464,7 @@ class Item:
     question: str
     answer: str
     seed: int
+    scene: Scene | None = None  # what the image was drawn from (None for a mosaic): tells what else is in view
 
 
 def _grounding(rng, size):
@@ -475,13 +476,13 @@ def _grounding(rng, size):
         name, x, y = f"the {t.color} {t.shape}", t.x, t.y
     q = (f"The image is divided into a 2x2 grid. {grid_description(2, 2)}\n\nIn which position is {name}? "
          + answer_instruction("one number", "3"))
-    return render(scene, size), q, str(cell_of(x, y))
+    return render(scene, size), q, str(cell_of(x, y)), scene
 
 
 def _ocr(rng, size):
     scene = sample_scene(rng, sign=True)
     q = "What digit is written on the white sign? " + answer_instruction("one number", "7")
-    return render(scene, size), q, scene.digit
+    return render(scene, size), q, scene.digit, scene
 
 
 def _perception(rng, size):
@@ -490,26 +491,26 @@ def _perception(rng, size):
     scene = sample_scene(rng, sign=False)
     if kind == 0:
         q = "Which side is the light coming from, left or right? " + answer_instruction("one word", "left")
-        return render(scene, size), q, "left" if scene.lit_from_left else "right"
+        return render(scene, size), q, "left" if scene.lit_from_left else "right", scene
     if kind == 3:  # every colour present, in the palette's order: a dense readout of the objects' colours
         present = [c for c in COLORS if any(t.color == c for t in scene.things)]
         q = "Which colours are the objects in the image? " + answer_instruction(
             f"the colours in the order {', '.join(list(COLORS)[:3])}, ... separated by spaces", "red white")
-        return render(scene, size), q, " ".join(present)
+        return render(scene, size), q, " ".join(present), scene
     if kind == 4:  # every object's colour and shape, by palette then shape order: a dense readout that binds them
         present = [(c, s) for c in COLORS for s in SHAPES if any((t.color, t.shape) == (c, s) for t in scene.things)]
         q = "Which objects are in the image? " + answer_instruction(
             "the colour and shape of each object, colours in the order "
             f"{', '.join(list(COLORS)[:3])}, ... separated by spaces", "red circle white square")
-        return render(scene, size), q, " ".join(f"{c} {s}" for c, s in present)
+        return render(scene, size), q, " ".join(f"{c} {s}" for c, s in present), scene
     t = scene.things[int(rng.integers(len(scene.things)))]
     if kind == 1:  # colour of a shape; other objects of that shape are removed so the question is unambiguous
         scene.things = [u for u in scene.things if u is t or u.shape != t.shape]
         q = f"What colour is the {t.shape}? " + answer_instruction("one word", "red")
-        return render(scene, size), q, t.color
+        return render(scene, size), q, t.color, scene
     scene.things = [u for u in scene.things if u is t or u.color != t.color]
     q = f"What shape is the {t.color} object? " + answer_instruction("one word", "square")
-    return render(scene, size), q, t.shape
+    return render(scene, size), q, t.shape, scene
 
 
 def _hallucination(rng, size):
@@ -535,13 +536,13 @@ def _hallucination(rng, size):
         what = f"the {'colour and shape' if kind == 'colour_shape' else 'colour'}, then {what}"
         example, answer = f"{'blue square' if kind == 'colour_shape' else 'blue'} yes", f"{' '.join(thing)} {answer}"
     q = f"Is there a {name} in the image? " + answer_instruction(what, example)
-    return render(scene, size), q, answer
+    return render(scene, size), q, answer, scene
 
 
 def _counting(rng, size):
     scene = sample_scene(rng, sign=bool(rng.random() < 0.3))
     q = "How many objects stand on the ground? " + answer_instruction("one number", "2")
-    return render(scene, size), q, str(len(scene.things))
+    return render(scene, size), q, str(len(scene.things)), scene
 
 
 def _ordering(rng, size):
@@ -550,13 +551,14 @@ def _ordering(rng, size):
     rows, cols = grids[int(rng.choice(len(grids), p=weights / weights.sum()))]
     n = rows * cols
     for _ in range(50):  # skip images whose cells are too close in brightness to rank reliably
-        image = render(sample_scene(rng), size) if rng.random() < 0.5 else mosaic(rng, rows, cols, size)
+        scene = sample_scene(rng) if rng.random() < 0.5 else None  # a landscape, or a mosaic of blocks
+        image = render(scene, size) if scene is not None else mosaic(rng, rows, cols, size)
         ranks, gap = brightness_ranks(image, rows, cols)
         if gap >= ORDERING_MIN_GAP:
             break
     else:  # every try too close: the bases so far kept the last one (an ill-posed item)
         if SETTINGS.ordering_well_posed:
-            image = separated_mosaic(rng, rows, cols, size)
+            image, scene = separated_mosaic(rng, rows, cols, size), None
             ranks, gap = brightness_ranks(image, rows, cols)
     example = " ".join(map(str, np.roll(np.arange(1, n + 1), 1)))
     if SETTINGS.ordering_paraphrases:
@@ -584,7 +586,7 @@ def _ordering(rng, size):
         joint = " " if rng.random() < 0.5 else "\n\n"  # the grid in the opening's paragraph, or in its own
         q = f"{opening}{joint}{grid_description(rows, cols)}\n\n{task}"
     q += "\n\n" + answer_instruction(f"{n} numbers separated by spaces", example)
-    return image, q, " ".join(map(str, ranks))
+    return image, q, " ".join(map(str, ranks)), scene
 
 
 _MAKERS: dict[str, Callable] = {
@@ -601,7 +603,8 @@ def check_skills(skills) -> list[str]:
     return skills
 
 
-def question_kind(skill: str, question: str, answer: str, image: Image.Image | None = None) -> str:
+def question_kind(skill: str, question: str, answer: str, image: Image.Image | None = None,
+                  scene: Scene | None = None) -> str:
     """The kind of an item's question, to split a skill's accuracy where it is lost (``evaluate.accuracy_by_kind``).
 
     grounding: ``sun`` or ``object`` (a named object's cell: needs the name bound to the image); perception: one of
@@ -609,28 +612,48 @@ def question_kind(skill: str, question: str, answer: str, image: Image.Image | N
     loses the noes); ordering: the grid, ``RxC``, and given the item's image, ``RxC ill-posed`` where its closest two
     cells lie less than ``ORDERING_MIN_GAP`` apart (no model can read that ranking); counting: the true count; OCR:
     ``digit``.
+
+    Given the item's scene (``Item.scene``), the questions that name an object say what else is in view, to tell
+    reading an object from binding a name to it: a named object's cell and the colour or shape of a named one are
+    ``... alone`` when it is the scene's only object and ``... among others`` otherwise; a ``no`` is ``no, colour
+    seen`` when another object has the asked colour (and none the asked shape), ``no, shape seen``, ``no, both seen``
+    or ``no, neither seen`` (POPE's adversarial negatives are the first three: a base that checks only the colour says
+    yes to ``no, colour seen``).
     """
     check_skills([skill])
+    kind = None
     if skill == "grounding":
-        return "sun" if "the sun?" in question else "object"
-    if skill == "perception":
-        for kind, opening in zip(PERCEPTION_QUESTIONS, ("Which side is the light", "What colour is the",
+        kind = "sun" if "the sun?" in question else "object"
+    elif skill == "perception":
+        for name, opening in zip(PERCEPTION_QUESTIONS, ("Which side is the light", "What colour is the",
                                                         "What shape is the", "Which colours are", "Which objects are")):
             if opening in question:
-                return kind
+                kind = name
+                break
     elif skill == "hallucination" and answer.split() and answer.split()[-1] in ("yes", "no"):
-        return answer.split()[-1]
+        kind = answer.split()[-1]
     elif skill == "ordering":
         grid = re.search(r"(\d+)x(\d+)", question) or re.search(r"(\d+) rows? and (\d+) columns?", question)
         if grid:
             rows, cols = int(grid.group(1)), int(grid.group(2))
             posed = image is None or brightness_ranks(image, rows, cols)[1] >= ORDERING_MIN_GAP
-            return f"{rows}x{cols}" + ("" if posed else " ill-posed")
+            kind = f"{rows}x{cols}" + ("" if posed else " ill-posed")
     elif skill == "counting":
-        return answer
+        kind = answer
     elif skill == "ocr":
-        return "digit"
-    raise ValueError(f"not a {skill} question of this world: {question!r} (answer {answer!r})")
+        kind = "digit"
+    if kind is None:
+        raise ValueError(f"not a {skill} question of this world: {question!r} (answer {answer!r})")
+    if scene is not None and kind in ("object", "colour", "shape"):
+        kind += " alone" if len(scene.things) == 1 else " among others"
+    elif scene is not None and kind == "no":
+        asked = re.search(r"Is there an? (\w+) (\w+) in the image", question)
+        if asked and asked.group(2) in SHAPES:  # a colour and a shape ("red circle"); not a colour alone
+            colour = any(t.color == asked.group(1) for t in scene.things)
+            shape = any(t.shape == asked.group(2) for t in scene.things)
+            kind += ", " + {(True, False): "colour", (False, True): "shape", (True, True): "both",
+                            (False, False): "neither"}[colour, shape] + " seen"
+    return kind
 
 
 def item_seed(skill: str, split: str, i: int, seed: int = 0) -> int:
@@ -645,13 +668,13 @@ def make_item(skill: str, split: str, i: int, seed: int = 0, size: int = 64) -> 
     """Item i of a skill's split; the same arguments always give the same item."""
     check_skills([skill])
     s = item_seed(skill, split, i, seed)
-    image, question, answer = _MAKERS[skill](np.random.default_rng(s), size)
+    image, question, answer, scene = _MAKERS[skill](np.random.default_rng(s), size)
     extra = np.random.default_rng([s, 1]) if SETTINGS.preamble_rate else None  # its own stream: the item is unchanged
     if extra is not None and extra.random() < SETTINGS.preamble_rate:
         k = int(extra.integers(1, 4))
         chosen = extra.choice(len(PREAMBLES), k, replace=False)
         question = " ".join(PREAMBLES[j] for j in chosen) + "\n\n" + question
-    return Item(skill, image, question, answer, s)
+    return Item(skill, image, question, answer, s, scene)
 
 
 def items(skill: str, split: str, n: int, seed: int = 0, size: int = 64) -> list[Item]:

@@ -330,6 +330,44 @@ def test_question_kind_rejects_what_it_cannot_read():
         world.question_kind("perception", "How tall is the tree?", "tall")
 
 
+def test_question_kind_with_the_scene_tells_reading_from_binding():
+    """Given the scene, a named object's question says whether it is alone in view, and a 'no' what of the asked
+    thing is seen on other objects; the image and the answer of an item do not change with it."""
+    def scene(*things):
+        return world.Scene(horizon=0.5, lit_from_left=True, sun=(0.2, 0.2),
+                           things=[world.Thing(shape, colour, 0.3 + 0.2 * i, 0.8, 0.1)
+                                   for i, (colour, shape) in enumerate(things)])
+
+    ask = "Is there a red circle in the image? Answer with the colour and shape, then yes or no."
+    for things, kind in ((["red square"], "no, colour seen"), (["white circle"], "no, shape seen"),
+                         (["red square", "white circle"], "no, both seen"), (["white square"], "no, neither seen")):
+        assert world.question_kind("hallucination", ask, "red circle no",
+                                   scene=scene(*[t.split() for t in things])) == kind
+    assert world.question_kind("hallucination", ask, "red circle yes", scene=scene(["red", "circle"])) == "yes"
+    assert world.question_kind("hallucination", ask, "red circle no") == "no"  # no scene: the text alone
+    colour_only = "Is there a red object in the image? Answer with yes or no."
+    assert world.question_kind("hallucination", colour_only, "no", scene=scene(["red", "square"])) == "no"
+    where = "The image is divided into a 2x2 grid. In which position is the red circle?"
+    assert world.question_kind("grounding", where, "3", scene=scene(["red", "circle"])) == "object alone"
+    assert world.question_kind("grounding", where, "3",
+                               scene=scene(["red", "circle"], ["white", "square"])) == (
+        "object among others")
+    shape = "What shape is the red object? Answer with one word."
+    assert world.question_kind("perception", shape, "circle", scene=scene(["red", "circle"])) == "shape alone"
+    seen = {}
+    for skill in ("grounding", "perception", "hallucination"):
+        for it in world.items(skill, "test", 60, size=32):
+            assert it.scene is not None and it.image.size == (32, 32)
+            kind = world.question_kind(skill, it.question, it.answer, it.image, it.scene)
+            assert kind.startswith(world.question_kind(skill, it.question, it.answer))
+            seen.setdefault(skill, set()).add(kind)
+            if kind.endswith("alone"):
+                assert len(it.scene.things) == 1
+    assert seen["grounding"] == {"sun", "object alone", "object among others"}
+    assert {"colour alone", "colour among others", "shape alone", "shape among others"} <= seen["perception"]
+    assert {"yes", "no, colour seen", "no, shape seen", "no, neither seen"} <= seen["hallucination"]
+
+
 def _gap(it):
     rows, cols = map(int, world.question_kind("ordering", it.question, it.answer).split("x"))
     return world.brightness_ranks(it.image, rows, cols)[1]
