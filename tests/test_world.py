@@ -332,7 +332,8 @@ def test_question_kind_rejects_what_it_cannot_read():
 
 def test_question_kind_with_the_scene_tells_reading_from_binding():
     """Given the scene, a named object's question says whether it is alone in view, and a 'no' what of the asked
-    thing is seen on other objects; the image and the answer of an item do not change with it."""
+    thing is seen on other objects; held-out items carry the scene they were drawn from (that the items' images and
+    answers did not change with it was checked once, in session 34, by a hash of items before and after)."""
     def scene(*things):
         return world.Scene(horizon=0.5, lit_from_left=True, sun=(0.2, 0.2),
                            things=[world.Thing(shape, colour, 0.3 + 0.2 * i, 0.8, 0.1)
